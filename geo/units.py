@@ -1,0 +1,310 @@
+"""Units of analysis (BNG squares, H3 cells, user polygons) and fast counting.
+
+* :class:`SquareGrid`: squares aligned to the British National Grid. A cell's
+  lower-left corner is a multiple of the cell size, so its id
+  (``150m_E571200_N206400``) names the same ground in every run and area.
+* :class:`H3Units`: H3 v4 cells at any resolution, indexed with h3ronpy's
+  vectorised indexer straight from WGS84 lon/lat (no reprojection).
+* :class:`PolygonUnits`: user polygons (LSOAs, beats, wards) with a name/id column.
+
+All assignment and counting is vectorised: ``numpy.bincount`` on integer unit
+codes, no Python loop per point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from . import BNG, WGS84
+from .errors import BoundaryError, HarmspotError
+
+
+def _geom_of(area):
+    if area is None:
+        return None
+    if hasattr(area, "union_all"):
+        if len(area) == 0:
+            raise BoundaryError("study area is empty (no polygons)")
+        if area.crs is not None and str(area.crs) != BNG and area.crs.to_epsg() != 27700:
+            area = area.to_crs(BNG)
+        return area.union_all()
+    return area
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A rectangular block of BNG squares: columns ix0..ix0+nx-1, rows iy0..iy0+ny-1.
+
+    ``flat`` codes are ``(iy - iy0) * nx + (ix - ix0)`` (row 0 = southernmost).
+    """
+
+    cell: float
+    ix0: int
+    iy0: int
+    nx: int
+    ny: int
+
+    @classmethod
+    def from_bounds(cls, cell: float, bounds, pad: int = 0) -> "Lattice":
+        x0, y0, x1, y1 = bounds
+        ix0 = int(np.floor(x0 / cell)) - pad
+        iy0 = int(np.floor(y0 / cell)) - pad
+        ix1 = int(np.floor(x1 / cell)) + pad
+        iy1 = int(np.floor(y1 / cell)) + pad
+        return cls(float(cell), ix0, iy0, ix1 - ix0 + 1, iy1 - iy0 + 1)
+
+    @property
+    def size(self) -> int:
+        return self.nx * self.ny
+
+    @property
+    def transform(self):
+        """Affine transform of the north-up raster of this lattice (row 0 = northernmost)."""
+        from affine import Affine
+
+        return Affine(self.cell, 0.0, self.ix0 * self.cell, 0.0, -self.cell, (self.iy0 + self.ny) * self.cell)
+
+    def flat(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Flat codes for points; -1 for points off the lattice."""
+        ix = np.floor(np.asarray(x, float) / self.cell).astype(np.int64) - self.ix0
+        iy = np.floor(np.asarray(y, float) / self.cell).astype(np.int64) - self.iy0
+        ok = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny)
+        return np.where(ok, iy * self.nx + ix, -1)
+
+    def bincount(self, x, y, weights=None) -> np.ndarray:
+        """Counts (or weight sums) per lattice cell as an (ny, nx) array, row 0 = south."""
+        code = self.flat(x, y)
+        ok = code >= 0
+        w = None if weights is None else np.asarray(weights, float)[ok]
+        return np.bincount(code[ok], weights=w, minlength=self.size).reshape(self.ny, self.nx)
+
+    def to_north_up(self, grid: np.ndarray) -> np.ndarray:
+        """(ny, nx) south-first array -> north-up raster rows."""
+        return np.asarray(grid)[::-1]
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Centre coordinates of all cells, flat order."""
+        ix = np.arange(self.nx) + self.ix0
+        iy = np.arange(self.ny) + self.iy0
+        gx, gy = np.meshgrid((ix + 0.5) * self.cell, (iy + 0.5) * self.cell)
+        return gx.ravel(), gy.ravel()
+
+
+class SquareGrid:
+    """BNG-aligned square cells of ``cell`` metres."""
+
+    kind = "square"
+
+    def __init__(self, cell: float = 150.0):
+        if not np.isfinite(cell) or cell <= 0:
+            raise HarmspotError(f"cell size must be a positive number of metres; got {cell!r}")
+        self.cell = float(cell)
+
+    def describe(self) -> dict:
+        return {"grid": "square", "cell_m": self.cell, "crs": BNG, "aligned_to": "British National Grid origin"}
+
+    def _label(self) -> str:
+        return f"{self.cell:g}m"
+
+    def ids(self, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+        c = self.cell
+        e = (np.asarray(ix, np.int64) * c).astype(np.int64).astype(str)
+        n = (np.asarray(iy, np.int64) * c).astype(np.int64).astype(str)
+        lab = self._label()
+        return np.char.add(np.char.add(np.char.add(lab + "_E", e), "_N"), n).astype(object)
+
+    def lattice(self, bounds, pad: int = 0) -> Lattice:
+        return Lattice.from_bounds(self.cell, bounds, pad=pad)
+
+    def frame(self, area=None, points_xy: np.ndarray | None = None):
+        """Cells that intersect ``area`` (BNG polygon or GeoDataFrame); with no area, the
+        bounding lattice of the points. Columns: cell_id, ix, iy, geometry."""
+        import geopandas as gpd
+
+        geom = _geom_of(area)
+        if geom is not None:
+            lat = self.lattice(geom.bounds)
+        elif points_xy is not None and len(points_xy):
+            xy = np.asarray(points_xy, float)
+            lat = self.lattice((xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()))
+        else:
+            raise HarmspotError("square grid needs a study area or some points to cover")
+        if lat.size > 50_000_000:
+            raise HarmspotError(
+                f"{lat.nx} x {lat.ny} cells of {self.cell:g} m is too many; use a larger --cell or a smaller area"
+            )
+        ix = np.tile(np.arange(lat.nx), lat.ny) + lat.ix0
+        iy = np.repeat(np.arange(lat.ny), lat.nx) + lat.iy0
+        c = self.cell
+        boxes = shapely.box(ix * c, iy * c, (ix + 1) * c, (iy + 1) * c)
+        if geom is not None:
+            shapely.prepare(geom)
+            keep = shapely.intersects(geom, boxes)
+            ix, iy, boxes = ix[keep], iy[keep], boxes[keep]
+        gdf = gpd.GeoDataFrame({"cell_id": self.ids(ix, iy), "ix": ix, "iy": iy}, geometry=boxes, crs=BNG)
+        return gdf
+
+    def assign(self, frame: pd.DataFrame, units) -> np.ndarray:
+        """Unit position (row in ``units``) for each incident; -1 when in no unit."""
+        x = frame["x"].to_numpy(float)
+        y = frame["y"].to_numpy(float)
+        if len(units) == 0:
+            return np.full(len(x), -1, np.int64)
+        uix = units["ix"].to_numpy(np.int64)
+        uiy = units["iy"].to_numpy(np.int64)
+        lat = Lattice(self.cell, int(uix.min()), int(uiy.min()),
+                      int(uix.max() - uix.min() + 1), int(uiy.max() - uiy.min() + 1))
+        lookup = np.full(lat.size, -1, np.int64)
+        lookup[(uiy - lat.iy0) * lat.nx + (uix - lat.ix0)] = np.arange(len(units))
+        code = lat.flat(x, y)
+        return np.where(code >= 0, lookup[np.maximum(code, 0)], -1)
+
+
+class H3Units:
+    """H3 v4 cells at resolution ``res`` (indexed from WGS84 lon/lat with h3ronpy, vectorised)."""
+
+    kind = "h3"
+
+    def __init__(self, res: int = 9):
+        if not (0 <= int(res) <= 15):
+            raise HarmspotError(f"H3 resolution must be 0-15; got {res!r}")
+        self.res = int(res)
+
+    def describe(self) -> dict:
+        import h3
+
+        return {"grid": "h3", "res": self.res, "mean_edge_m": round(h3.average_hexagon_edge_length(self.res, "m"), 1),
+                "crs": WGS84 + " (cells); geometry served in " + BNG}
+
+    def index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """uint64 H3 cells for lon/lat arrays (h3ronpy; Rust, vectorised)."""
+        from h3ronpy.vector import coordinates_to_cells
+
+        lat = np.ascontiguousarray(lat, dtype=np.float64)
+        lon = np.ascontiguousarray(lon, dtype=np.float64)
+        return np.asarray(coordinates_to_cells(lat, lon, self.res), dtype=np.uint64)
+
+    @staticmethod
+    def to_str(cells: np.ndarray) -> np.ndarray:
+        return np.array([format(int(c), "x") for c in cells], dtype=object)
+
+    def frame(self, area=None, points_lonlat: np.ndarray | None = None):
+        """Cells covering ``area`` (centroid in area, as h3 polyfill) plus any cell holding a point."""
+        import geopandas as gpd
+        import h3
+        from h3ronpy.vector import cells_to_wkb_polygons
+
+        cells = np.array([], dtype=np.uint64)
+        geom = _geom_of(area)
+        if geom is not None:
+            g84 = gpd.GeoSeries([geom], crs=BNG).to_crs(WGS84).iloc[0]
+            shape = h3.geo_to_h3shape(g84.__geo_interface__)
+            cells = np.array([h3.str_to_int(c) for c in h3.h3shape_to_cells(shape, self.res)], dtype=np.uint64)
+        if points_lonlat is not None and len(points_lonlat):
+            pts = self.index(points_lonlat[:, 0], points_lonlat[:, 1])
+            cells = np.union1d(cells, pts)
+        cells = np.unique(cells)
+        if cells.size == 0:
+            raise HarmspotError("no H3 cells cover the study area at this resolution; use a finer --res")
+        polys = shapely.from_wkb(np.asarray(cells_to_wkb_polygons(cells), dtype=object))
+        gdf = gpd.GeoDataFrame({"cell_id": self.to_str(cells), "h3": cells}, geometry=polys, crs=WGS84).to_crs(BNG)
+        return gdf
+
+    def assign(self, frame: pd.DataFrame, units) -> np.ndarray:
+        cells = self.index(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float))
+        ucells = units["h3"].to_numpy(np.uint64)
+        order = np.argsort(ucells)
+        pos = np.searchsorted(ucells[order], cells)
+        pos = np.clip(pos, 0, len(ucells) - 1)
+        hit = ucells[order][pos] == cells
+        return np.where(hit, order[pos], -1).astype(np.int64)
+
+
+class PolygonUnits:
+    """User polygons (LSOAs, beats...) identified by ``id_col``."""
+
+    kind = "polygons"
+
+    def __init__(self, polygons, id_col: str, name: str = "polygons"):
+        if id_col not in polygons.columns:
+            raise BoundaryError(f"{name}: no column {id_col!r}; columns are {list(polygons.columns)}")
+        ids = polygons[id_col].astype(str)
+        if ids.duplicated().any():
+            first = ids[ids.duplicated()].iloc[0]
+            raise BoundaryError(f"{name}: {int(ids.duplicated().sum())} duplicate ids in {id_col!r}; first {first!r}")
+        p = polygons.to_crs(BNG) if polygons.crs is not None else polygons.set_crs(BNG)
+        self.polygons = p.assign(cell_id=ids.to_numpy())[["cell_id", "geometry"]].reset_index(drop=True)
+        self.id_col = id_col
+        self.name = name
+
+    def describe(self) -> dict:
+        return {"grid": "polygons", "source": self.name, "id_col": self.id_col, "units": len(self.polygons), "crs": BNG}
+
+    def frame(self, area=None, points_xy=None):
+        p = self.polygons
+        geom = _geom_of(area)
+        if geom is not None:
+            shapely.prepare(geom)
+            p = p[shapely.intersects(geom, p.geometry.values)].reset_index(drop=True)
+        return p
+
+    def assign(self, frame: pd.DataFrame, units) -> np.ndarray:
+        pts = shapely.points(frame["x"].to_numpy(float), frame["y"].to_numpy(float))
+        tree = shapely.STRtree(units.geometry.values)
+        pi, ui = tree.query(pts, predicate="intersects")
+        out = np.full(len(pts), -1, np.int64)
+        # first polygon wins for points on a shared edge: reverse so the lowest index is written last
+        out[pi[::-1]] = ui[::-1]
+        return out
+
+
+def make_units(grid: str = "square", cell: float | None = None, res: int | None = None, polygons=None,
+               id_col: str | None = None, name: str = "polygons"):
+    if grid == "square":
+        return SquareGrid(cell if cell is not None else 150.0)
+    if grid == "h3":
+        return H3Units(res if res is not None else 9)
+    if polygons is None:
+        raise HarmspotError(f"--grid {grid!r}: give 'square', 'h3' or a polygon file")
+    return PolygonUnits(polygons, id_col, name=name)
+
+
+def group_sum(codes: np.ndarray, n: int, weights=None) -> np.ndarray:
+    """Sum of ``weights`` (or counts) per code 0..n-1; negative codes ignored."""
+    codes = np.asarray(codes)
+    ok = codes >= 0
+    w = None if weights is None else np.asarray(weights, float)[ok]
+    return np.bincount(codes[ok], weights=w, minlength=n)[:n]
+
+
+def window_index(frame: pd.DataFrame, freq: str, start=None):
+    """Integer time-window index per incident and the window labels.
+
+    ``freq``: 'M' (calendar month, works for month-only data), or a day count like
+    '7D' / '14D' (needs occurred_at). Windows start at ``start`` (a date) or the
+    earliest incident.
+    """
+    if freq.upper() in ("M", "MS", "MONTH"):
+        mon = pd.PeriodIndex(frame["month"].astype(str), freq="M")
+        first = pd.Period(start, freq="M") if start is not None else mon.min()
+        idx = np.asarray((mon - first).map(lambda d: d.n), dtype=np.int64)
+        n = int(idx.max()) + 1 if len(idx) else 0
+        labels = [str(first + i) for i in range(n)]
+        return idx, labels
+    days = int(freq.upper().rstrip("D") or 1)
+    t = pd.to_datetime(frame["occurred_at"])
+    if t.isna().any():
+        from .errors import MonthOnlyDataError
+
+        raise MonthOnlyDataError(
+            f"{int(t.isna().sum())} incidents have no date-time (police.uk gives months only); "
+            "use monthly windows ('M')"
+        )
+    t0 = pd.Timestamp(start) if start is not None else t.min().normalize()
+    idx = ((t - t0).dt.days // days).to_numpy(np.int64)
+    n = int(idx.max()) + 1 if len(idx) else 0
+    labels = [(t0 + pd.Timedelta(days=days * i)).date().isoformat() for i in range(n)]
+    return idx, labels

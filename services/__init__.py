@@ -1,0 +1,1 @@
+"""harmspot.services: the command line, the store and the FastAPI service."""
