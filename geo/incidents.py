@@ -83,6 +83,9 @@ def coerce_schema(df: pd.DataFrame) -> pd.DataFrame:
     """Return ``df`` with exactly the canonical columns and dtypes (missing optional columns filled)."""
     out = {}
     n = len(df)
+    if "occurred_at" in df.columns and ("month" not in df.columns or df["month"].isna().any()):
+        derived = pd.to_datetime(df["occurred_at"]).dt.strftime("%Y-%m").astype("string")
+        df = df.assign(month=derived if "month" not in df.columns else df["month"].astype("string").fillna(derived))
     for c, t in SCHEMA.items():
         if c in df.columns:
             s = df[c]
@@ -326,10 +329,14 @@ def _stable_ids(prefix: str, key_frame: pd.DataFrame) -> np.ndarray:
     are two incidents, so the ordinal keeps them apart, while re-reading the same
     file gives the same ids (so a second load adds nothing).
     """
-    key = key_frame.astype("string").fillna("").agg("|".join, axis=1)
-    ordinal = key.groupby(key).cumcount().astype(str)
-    full = (key + "|" + ordinal).to_numpy()
-    return np.array([prefix + hashlib.sha1(k.encode()).hexdigest()[:24] for k in full], dtype=object)
+    if len(key_frame) == 0:
+        return np.array([], dtype=object)
+    cols = [key_frame[c].astype("string").fillna("") for c in key_frame.columns]
+    key = cols[0].str.cat(cols[1:], sep="|") if len(cols) > 1 else cols[0]
+    ordinal = key.groupby(key, sort=False).cumcount().astype("string")
+    full = (key + "|" + ordinal).to_numpy(dtype=object)
+    sha1 = hashlib.sha1
+    return np.array([prefix + sha1(k.encode()).hexdigest()[:24] for k in full], dtype=object)
 
 
 class _Candidates:
@@ -349,6 +356,13 @@ class _Candidates:
     @property
     def ok(self) -> np.ndarray:
         return self.reason == None  # noqa: E711
+
+
+def _map_unique(s: pd.Series, fn) -> np.ndarray:
+    """Apply ``fn`` once per distinct value (category columns have a handful)."""
+    codes, uniques = pd.factorize(s.astype("string").fillna(""))
+    table = np.array([fn(u) for u in uniques] + [None], dtype=object)
+    return table[codes]
 
 
 def _project(lon: np.ndarray, lat: np.ndarray):
@@ -476,15 +490,16 @@ def _canon_police_uk(raw: pd.DataFrame, name: str) -> pd.DataFrame:
     keycols = ["Month", "Longitude", "Latitude", "Crime type"] + [
         c for c in ("Location", "LSOA code") if c in raw.columns
     ]
-    derived = _stable_ids("puk-", raw[keycols])
-    ids = np.where((cid.fillna("") == "").to_numpy(), derived, cid.to_numpy(dtype=object))
+    need = (cid.fillna("") == "").to_numpy(bool)
+    ids = cid.to_numpy(dtype=object)
+    ids[need] = _stable_ids("puk-", raw.loc[need, keycols])
     x, y = _project(lon, lat)
     df = pd.DataFrame(
         {
             "incident_id": ids,
             "source_kind": "police-uk",
             "month": month,
-            "category": raw["Crime type"].map(normalise_category),
+            "category": _map_unique(raw["Crime type"], normalise_category),
             "x": x,
             "y": y,
             "lon": lon,
@@ -588,7 +603,7 @@ def _canon_police_api(raw: pd.DataFrame, name: str) -> pd.DataFrame:
             "incident_id": ids,
             "source_kind": "police-api",
             "month": raw[month_c].astype("string").str.strip().str.slice(0, 7),
-            "category": raw["category"].map(normalise_category),
+            "category": _map_unique(raw["category"], normalise_category),
             "x": x, "y": y, "lon": lon, "lat": lat,
             "location": raw[street_c] if street_c else pd.NA,
             "source_file": name,

@@ -203,7 +203,7 @@ def _times(rng, n, start, months, profile):
     dates = t0 + pd.to_timedelta(day, unit="D")
     if profile == "night":
         # Friday/Saturday nights dominate: re-draw some days onto a Fri/Sat
-        dow = dates.dayofweek.to_numpy()
+        dow = dates.day_of_week.to_numpy()
         shift = np.where(rng.random(n) < 0.6, (4 + rng.integers(0, 2, n) - dow) % 7, 0)
         day = np.minimum(day + shift, span_days - 1)
         hour = (rng.normal(23.5, 1.8, n)) % 24

@@ -110,7 +110,7 @@ def load_weights(weights: str, proactive: bool):
 def ingest(
     paths: List[Path] = typer.Argument(..., help="CSV / .csv.gz files, folders of monthly files, or the police.uk zip."),
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study-area polygon file; points outside it are rejected."),
+    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study-area polygon file; points outside it are rejected (default: the area saved in the store by an earlier load)."),
     fmt: str = typer.Option("auto", "--format", help="auto|police-uk|police-api|table"),
     mapping: Optional[Path] = typer.Option(None, "--mapping", help="TOML mapping for a force records export (--format table)."),
     tolerance: float = typer.Option(100.0, "--tolerance", help="Metres beyond the boundary still accepted (police.uk snapping)."),
@@ -122,7 +122,8 @@ def ingest(
 
     if fmt not in ("auto", "police-uk", "police-api", "table"):
         raise HarmspotError(f"--format {fmt!r}: use auto, police-uk, police-api or table")
-    area = load_area(boundary) if boundary else None
+    st = open_cli_store(store)
+    area = load_area(boundary, store=st)
     if fmt == "auto":
         fmt = "table" if mapping else sniff_format(paths[0])
         console.print(f"[cyan]i[/] format set to {fmt} automatically (from the header of {paths[0]})")
@@ -148,8 +149,8 @@ def ingest(
                 res = IngestResult(acc, pd.concat([p.rejects for p in parts], ignore_index=True),
                                    sum(p.read for p in parts), sum((p.files for p in parts), []), "table",
                                    parts[0].boundary_tolerance_m)
-    with open_cli_store(store) as st:
-        if area is not None:
+    with st:
+        if boundary:
             st.set_study_area(area, name=Path(boundary).name, source=str(boundary))
         summary = st.add_ingest(res, rejects_dir=rejects_dir)
     d = summary.to_dict()
@@ -338,24 +339,12 @@ for _m in COMMAND_MODULES:
 
 
 def main(argv=None):
-    """Console entry point: HarmspotError -> a clear message and exit code 2."""
+    """Console entry point: HarmspotError -> a clear message and exit code 2 (usage errors are 2 too)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="harmspot")
     except HarmspotError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,309 @@
+"""Foundation: readers, validation, weights, units, store and CLI on seeded synthetic data.
+
+The synthetic town (geo.synth.make_town, seed 42) is planted truth: we know every incident's exact
+position, category and time, and the force export's bad rows carry the reason they must be rejected for.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geo.aggregate import count_units, unit_window_matrix
+from geo.errors import HarmspotError, NotACrimeTableError, PeriodError, WeightTableError
+from geo.harm import WeightTable
+from geo.incidents import IncidentTable, read_police_uk, read_table
+from geo.period import Period
+from geo.units import H3Units, Lattice, PolygonUnits, SquareGrid
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from services.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+def test_force_export_rejects_every_bad_kind(tmp_path, town):
+    export, mapping = town.force_export(bad_rows=True)
+    csv = tmp_path / "export.csv"
+    export.drop(columns="expected_reason").to_csv(csv, index=False)
+    r = read_table(csv, mapping, boundary=town.boundary)
+    assert r.read == len(export) == len(r.accepted) + r.rejected
+    assert r.rejected == 6
+    got = dict(zip(r.rejects["URN"], r.rejects["reason"]))
+    for urn, reason in zip(export["URN"], export["expected_reason"]):
+        if reason:
+            # the duplicate row carries the id of row 1, so it shows up under that id
+            key = urn if reason != "duplicate id" else export["URN"].iloc[0]
+            assert got.get(key) == reason or (reason == "duplicate id" and "duplicate id" in got.values())
+    # rows kept as they came: the unparsable northing is still the text it was
+    bad = r.rejects[r.rejects["reason"] == "unparsable coordinates"].iloc[0]
+    assert bad["Northing"] == "north-ish" and bad["field"] == "Easting/Northing"
+    assert bad["source_row"] == len(export) - 6 + 2 + 1  # header is line 1; second bad row
+    # times, codes and flags survive
+    f = r.accepted.frame
+    assert r.accepted.has_times
+    truth = town.incidents.set_index("incident_id")
+    one = f.iloc[100]
+    t = truth.loc[one["incident_id"]]
+    assert one["occurred_at"] == t["occurred_at"]
+    assert abs(one["x"] - t["x"]) <= 0.05 + 1e-9 and one["category"] == t["category"]
+    assert bool(one["domestic"]) == bool(t["domestic"])
+
+
+def test_force_export_missing_columns_fails_naming_them(tmp_path, town):
+    export, mapping = town.force_export()
+    csv = tmp_path / "export.csv"
+    export.drop(columns=["Easting", "expected_reason"]).to_csv(csv, index=False)
+    with pytest.raises(NotACrimeTableError, match=r"export\.csv: .*missing column\(s\) 'Easting'"):
+        read_table(csv, mapping)
+
+
+def test_not_a_crime_table_cli_exit_2(tmp_path):
+    p = tmp_path / "shopping.csv"
+    p.write_text("item,price\napples,2\n")
+    r = run_cli("ingest", p, "--store", tmp_path / "s.duckdb", "--format", "police-uk")
+    assert r.returncode == 2
+    assert "shopping.csv" in r.stderr and "'Crime ID'" in r.stderr and "'Crime type'" in r.stderr
+
+
+def test_police_uk_reader_from_zip_and_dedup(tmp_path, town):
+    import zipfile
+
+    frames = town.police_uk_frames()
+    z = tmp_path / "download.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for m, f in frames.items():
+            zf.writestr(f"{m}/{m}-harmstead-street.csv", f.to_csv(index=False))
+    r = read_police_uk(z, boundary=town.boundary)
+    assert r.read == sum(len(f) for f in frames.values()) == len(town.incidents)
+    assert r.rejected == 0
+    asb = r.accepted.frame.query("category == 'Anti-social behaviour'")
+    assert len(asb) == (town.incidents["category"] == "Anti-social behaviour").sum()
+    assert asb["incident_id"].is_unique  # identical ASB rows at one snapped point still get distinct ids
+
+    from services.store import DuckDBStore
+
+    with DuckDBStore(tmp_path / "s.duckdb") as st:
+        s1 = st.add_ingest(r)
+        s2 = st.add_ingest(read_police_uk(z, boundary=town.boundary))
+        assert (s1.added, s2.added, s2.duplicates) == (len(r.accepted), 0, len(r.accepted))
+
+
+def test_police_uk_bad_values_rejected_with_field(tmp_path, town):
+    f = next(iter(town.police_uk_frames().values())).head(10).copy().astype(object)
+    f.loc[1, "Longitude"] = ""
+    f.loc[2, "Latitude"] = "fifty-one"
+    f.loc[3, "Month"] = "2025-13"
+    f.loc[4, "Crime type"] = "Jaywalking"
+    f.loc[5, "Crime ID"] = f.loc[6, "Crime ID"] = "abc"  # same id twice
+    p = tmp_path / "m.csv"
+    f.to_csv(p, index=False)
+    r = read_police_uk(p)
+    reasons = dict(zip(r.rejects["source_row"], zip(r.rejects["reason"], r.rejects["field"])))
+    assert reasons == {
+        3: ("missing coordinates", "Longitude/Latitude"),
+        4: ("unparsable coordinates", "Longitude/Latitude"),
+        5: ("unparsable date", "Month"),
+        6: ("unknown category", "Crime type"),
+        8: ("duplicate id", "id"),
+    }
+    assert len(r.accepted) == 5
+
+
+# ------------------------------------------------------------------------------------------ weights
+
+def test_weights_cchi_values_and_proactive_rule():
+    wt = WeightTable.builtin("cchi-essex-2026")
+    f = pd.DataFrame({"category": ["Robbery", "Drugs", "Anti-social behaviour", "Possession of weapons",
+                                   "Violence and sexual offences"], "offence_code": [pd.NA] * 5})
+    # ../shared/data/harm_weights/cchi_by_police_uk_crime_type_essex.csv; proactive types weigh 0 by default
+    assert wt.weights_for(f).tolist() == [365.0, 0.0, 0.0, 0.0, 191.9]
+    assert wt.with_proactive(True).weights_for(f).tolist() == [365.0, 3.72, 1.0, 273.75, 191.9]
+    d = wt.describe()
+    assert d["name"] == "cchi-essex-2026" and d["version"] and "Cambridge" in d["source"]
+
+
+def test_weights_per_ho_code_with_fallback(tmp_path):
+    p = tmp_path / "cchi_codes.csv"
+    p.write_text("# my CCHI export\noffence_code,offence,weight\n8N,Assault with injury,365\n105A,Assault without injury,10\n")
+    wt = WeightTable.from_file(p, fallback=WeightTable.builtin())
+    f = pd.DataFrame({"category": ["Violence and sexual offences"] * 3, "offence_code": ["8n", "105A", "19C"]})
+    # 19C is not in the user's table -> falls back to the category weight (national CCHI VSO 194.21)
+    assert wt.weights_for(f).tolist() == [365.0, 10.0, 194.21]
+
+
+def test_weights_bad_file_names_row(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("category,weight\nRobbery,365\nBurglary,-3\n")
+    with pytest.raises(WeightTableError, match="negative 'weight'; first at data row 2"):
+        WeightTable.from_file(p)
+
+
+# ------------------------------------------------------------------------------------------ units
+
+def test_square_ids_name_the_same_ground():
+    g = SquareGrid(150)
+    assert g.ids(np.array([571234 // 150]), np.array([206499 // 150]))[0] == "150m_E571200_N206400"
+    rng = np.random.default_rng(0)
+    xy = rng.uniform([500_000, 180_000], [520_000, 200_000], (5000, 2))
+    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]})
+    # two different study areas give the same id for the same point
+    a = g.frame(points_xy=xy)
+    b = g.frame(points_xy=np.vstack([xy, [[400_000, 100_000]]]))
+    ia = a["cell_id"].to_numpy()[g.assign(frame, a)]
+    ib = b["cell_id"].to_numpy()[g.assign(frame, b)]
+    assert (ia == ib).all()
+    # naive reference: floor division per point
+    ref = [f"150m_E{int(x // 150) * 150}_N{int(y // 150) * 150}" for x, y in xy[:50]]
+    assert list(ia[:50]) == ref
+
+
+def test_lattice_bincount_equals_histogram2d():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 3000, 10_000), rng.uniform(0, 2000, 10_000)
+    lat = Lattice.from_bounds(100, (0, 0, 2999.9, 1999.9))
+    ref, _, _ = np.histogram2d(y, x, bins=[np.arange(0, 2001, 100), np.arange(0, 3001, 100)])
+    assert np.array_equal(lat.bincount(x, y), ref)
+
+
+def test_h3_assign_matches_h3_library(town):
+    import h3
+
+    f = IncidentTable.from_frame(town.incidents.assign(lon=0.0, lat=0.0))
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(27700, 4326, always_xy=True).transform(town.incidents["x"], town.incidents["y"])
+    frame = f.frame.assign(lon=lon, lat=lat)
+    u = H3Units(9)
+    units = u.frame(town.boundary, np.c_[lon, lat])
+    pos = u.assign(frame, units)
+    assert (pos >= 0).all()
+    got = units["cell_id"].to_numpy()[pos[:200]]
+    ref = [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(lon[:200], lat[:200])]
+    assert list(got) == ref
+
+
+def test_polygon_units_match_geopandas_sjoin(town):
+    import geopandas as gpd
+
+    units = PolygonUnits(town.towns, "name")
+    f = IncidentTable.from_frame(town.incidents).frame
+    pos = units.assign(f, units.frame())
+    pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(f["x"], f["y"]), crs=27700)
+    ref = gpd.sjoin(pts, town.towns, predicate="within", how="left")["index_right"].fillna(-1).to_numpy(int)
+    assert np.array_equal(pos, ref)
+
+
+def test_count_units_planted_counts(town):
+    """Planted truth: total count = incidents in area; harm = sum of weights; zero cells included."""
+    inc = IncidentTable.from_frame(town.incidents.assign(lon=0.0, lat=0.0))
+    wt = WeightTable.builtin()
+    res = count_units(inc, SquareGrid(150), wt, area=town.boundary)
+    assert res.layer["count"].sum() == len(inc)
+    assert res.layer["harm"].sum() == pytest.approx(wt.weights_for(inc.frame).sum())
+    assert (res.layer["count"] == 0).any()
+    assert res.weight_table["name"] == "cchi-national-2026"
+    assert res.metadata()["params"]["cell_m"] == 150.0
+
+
+def test_unit_window_matrix_sums(town):
+    inc = IncidentTable.from_frame(town.incidents.assign(lon=0.0, lat=0.0))
+    g = SquareGrid(500)
+    units = g.frame(town.boundary)
+    counts, harm, labels = unit_window_matrix(inc, g, units, "M")
+    assert labels[0] == "2025-01" and len(labels) == 12
+    assert counts.sum() == len(inc)
+    monthly = town.incidents["occurred_at"].dt.strftime("%Y-%m").value_counts().sort_index().to_numpy()
+    assert np.array_equal(counts.sum(axis=0), monthly)
+    counts14, _, _ = unit_window_matrix(inc, g, units, "14D")
+    assert counts14.sum() == len(inc)
+
+
+# ------------------------------------------------------------------------------------------ periods
+
+def test_periods():
+    p = Period.parse("2018-01", "2018-06")
+    assert (p.start.isoformat(), p.end.isoformat(), len(p.months)) == ("2018-01-01", "2018-06-30", 6)
+    prev = p.previous()
+    assert (prev.start.isoformat(), prev.end.isoformat()) == ("2017-07-01", "2017-12-31")
+    d = Period.parse("2025-03-01", "2025-03-14").previous()
+    assert (d.start.isoformat(), d.end.isoformat()) == ("2025-02-15", "2025-02-28")
+    with pytest.raises(PeriodError, match="expected YYYY-MM"):
+        Period.parse("March")
+    with pytest.raises(PeriodError, match="before it starts"):
+        Period.parse("2019-01", "2018-01")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def test_cli_ingest_and_cells_end_to_end(tmp_path, town):
+    d = tmp_path / "pu"
+    d.mkdir()
+    for m, f in town.police_uk_frames().items():
+        f.to_csv(d / f"{m}-x-street.csv", index=False)
+    town.boundary.to_file(tmp_path / "area.gpkg")
+    store = tmp_path / "s.duckdb"
+    r = run_cli("ingest", d, "--store", store, "--boundary", tmp_path / "area.gpkg", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["read"] == s["accepted"] + s["rejected"] == len(town.incidents)
+    assert set(s) >= {"read", "accepted", "rejected", "duplicates", "rejects_file"}
+    r2 = run_cli("ingest", d, "--store", store, "--json")
+    s2 = json.loads(r2.stdout.strip().splitlines()[-1])
+    assert s2["duplicates"] == s["accepted"] and s2["added"] == 0
+    for out in ("c.gpkg", "c.geojson", "c.csv", "c.parquet"):
+        r3 = run_cli("cells", "--store", store, "--from", "2025-01", "--to", "2025-06", "--category",
+                     "violent-crime", "--out", tmp_path / out, "--json")
+        assert r3.returncode == 0, r3.stderr
+        assert "cell size set to 150 m automatically" in r3.stderr
+        assert "cchi-national-2026" in r3.stderr
+    import geopandas as gpd
+
+    g = gpd.read_file(tmp_path / "c.gpkg")
+    assert {"cell_id", "count", "harm", "geometry"} <= set(g.columns) and g.crs.to_epsg() == 27700
+    months = {f"2025-0{i}" for i in range(1, 7)}
+    truth = town.incidents[(town.incidents["category"] == "Violence and sexual offences")
+                           & town.incidents["occurred_at"].dt.strftime("%Y-%m").isin(months)]
+    # snapped police.uk points can land just over the district edge: accepted within the border tolerance,
+    # not counted in cells, and reported (never silently dropped)
+    last = json.loads(r3.stdout.strip().splitlines()[-1])
+    assert g["count"].sum() + last["outside_area"] == len(truth)
+    assert last["outside_area"] <= 5
+    gj = gpd.read_file(tmp_path / "c.geojson")
+    assert gj.crs.to_epsg() == 4326 and len(gj) == len(g)
+    meta = json.loads((tmp_path / "c.gpkg.meta.json").read_text())
+    assert meta["period"]["start"] == "2025-01-01" and meta["weight_table"]["name"] == "cchi-national-2026"
+
+
+def test_every_command_has_help_with_example():
+    import typer
+
+    from services.cli import app
+
+    root = typer.main.get_command(app)
+
+    def walk(cmd, path):
+        if getattr(cmd, "commands", None):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, path + [name])
+        else:
+            yield path, cmd
+
+    seen = 0
+    for path, cmd in walk(root, []):
+        text = (cmd.epilog or "") + (cmd.help or "")
+        assert "Example: harmspot " + path[0] in text, f"harmspot {' '.join(path)} --help lacks an example"
+        seen += 1
+    assert seen >= 4
+
+
+def test_period_errors_are_exit_2(tmp_path, town_store):
+    town_store.close()  # one DuckDB writer per file: hand it to the CLI process
+    r = run_cli("cells", "--store", town_store.url, "--from", "March", "--out", tmp_path / "x.gpkg")
+    assert r.returncode == 2 and "expected YYYY-MM" in r.stderr
