@@ -307,3 +307,22 @@ def test_period_errors_are_exit_2(tmp_path, town_store):
     town_store.close()  # one DuckDB writer per file: hand it to the CLI process
     r = run_cli("cells", "--store", town_store.url, "--from", "March", "--out", tmp_path / "x.gpkg")
     assert r.returncode == 2 and "expected YYYY-MM" in r.stderr
+
+
+@pytest.mark.parametrize("ext", ["parquet", "gpkg"])
+def test_force_export_parquet_and_geopackage(tmp_path, town, ext):
+    import geopandas as gpd
+
+    export, mapping = town.force_export(bad_rows=True)
+    export = export.drop(columns="expected_reason")
+    p = tmp_path / f"export.{ext}"
+    if ext == "parquet":
+        export.astype(str).to_parquet(p)
+    else:
+        g = gpd.GeoDataFrame(export.astype(str), geometry=gpd.points_from_xy(
+            pd.to_numeric(export["Easting"], errors="coerce").fillna(0),
+            pd.to_numeric(export["Northing"], errors="coerce").fillna(0)), crs=27700)
+        g.to_file(p, layer="crimes")
+        mapping = {**mapping, "table": {"layer": "crimes"}}
+    r = read_table(p, mapping, boundary=town.boundary)
+    assert r.read == len(export) and r.rejected == 6 and len(r.accepted) == len(town.incidents)
