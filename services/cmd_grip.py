@@ -1,6 +1,182 @@
-"""CLI commands for this capability (placeholder until its issue lands)."""
+"""CLI: ``harmspot grip`` (weekly Grip harm spots per town, patrol plan, crossover schedule)
+and ``harmspot minerva`` (VAWG Minerva zones where offences and fear coincide).
+
+Thin edges: parse options, load files and the store, call :mod:`geo.grip` /
+:mod:`geo.minerva`, echo every automatic choice, write outputs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _read_previous(path: Path):
+    """Last cycle's output (GeoJSON/GeoPackage/CSV) as a DataFrame with ``spot_id``."""
+    import pandas as pd
+
+    from geo.errors import HarmspotError
+
+    p = Path(path)
+    if not p.exists():
+        raise HarmspotError(f"--previous {p}: file not found")
+    if p.suffix.lower() == ".csv":
+        df = pd.read_csv(p, dtype=str)
+    else:
+        import pyogrio
+
+        try:
+            df = pyogrio.read_dataframe(p, read_geometry=False)
+        except Exception as exc:  # pyogrio raises its own error family
+            raise HarmspotError(f"--previous {p}: cannot be read ({exc})") from None
+    if "spot_id" not in df.columns:
+        raise HarmspotError(f"--previous {p}: no 'spot_id' column (is it a 'harmspot grip' output?); "
+                            f"columns are {list(df.columns)[:12]}")
+    return df
 
 
 def register(app) -> None:
-    """Add this module's commands to the harmspot Typer app."""
+    """Add ``grip`` and ``minerva`` to the harmspot Typer app."""
+
+    @app.command(epilog="Example: harmspot grip --store essex.duckdb --towns towns.gpkg --name-col name --n 20 "
+                 "--cell 150 --from 2018-03 --to 2019-02 --out grip.geojson --plan plan.csv --json")
+    def grip(
+        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        towns: str = typer.Option(..., "--towns", help="Town polygons (GeoJSON/GeoPackage/...); one row per town."),
+        name_col: str = typer.Option("name", "--name-col", help="Column of --towns holding the town name."),
+        n: int = typer.Option(20, "--n", help="Spots per town (ignored with --budget)."),
+        budget: Optional[int] = typer.Option(None, "--budget", help="Force-wide spots, split between towns by harm."),
+        cell: float = typer.Option(150.0, "--cell", help="Square size in metres (BNG-aligned)."),
+        date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM (default: 12 months back from --to)."),
+        date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM (default: latest month in the store)."),
+        outcome: str = typer.Option("auto", "--outcome",
+                                    help="auto | community-violence | police-uk-proxy (see docs/grip.md)."),
+        category: Optional[List[str]] = typer.Option(None, "--category", help="Use these police.uk types instead "
+                                                     "of the outcome definition; repeat."),
+        weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
+        proactive: bool = typer.Option(False, "--proactive/--no-proactive",
+                                       help="Weigh possession of weapons (and drugs, ASB); CCHI rule: 0."),
+        min_events: Optional[int] = typer.Option(None, "--min-events", help="Rule: at least this many incidents."),
+        separation: Optional[float] = typer.Option(None, "--separation", help="Rule: metres between spot centres."),
+        exclude: Optional[str] = typer.Option(None, "--exclude", help="Rule: polygons (prisons, hospitals) whose "
+                                              "squares are never spots."),
+        merge: bool = typer.Option(False, "--merge", help="Rule: merge edge-adjacent spots."),
+        previous: Optional[Path] = typer.Option(None, "--previous", help="Last cycle's output: status new/retained/dropped."),
+        plan: Optional[Path] = typer.Option(None, "--plan", help="Write the patrol plan CSV here."),
+        changes: Optional[Path] = typer.Option(None, "--changes", help="Write new/retained/dropped CSV here."),
+        concentration: Optional[Path] = typer.Option(None, "--concentration", help="Write the per-town "
+                                                     "concentration curve CSV here."),
+        crossover: Optional[int] = typer.Option(None, "--crossover", help="K spots per town treated each day."),
+        crossover_days: int = typer.Option(28, "--crossover-days", help="Days in the crossover schedule."),
+        start: Optional[str] = typer.Option(None, "--start", help="First schedule day YYYY-MM-DD "
+                                            "(default: the day after the look-back window)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the crossover schedule."),
+        schedule: Optional[Path] = typer.Option(None, "--schedule", help="Crossover CSV (default <out>.crossover.csv)."),
+        visits: int = typer.Option(1, "--visits", help="Target visits per spot per day."),
+        minutes: int = typer.Option(15, "--minutes", help="Target minutes per visit."),
+        max_gap: int = typer.Option(4, "--max-gap", help="At most this many days between visits."),
+        out: Path = typer.Option(..., "--out", help="Spots: .geojson, .gpkg, .csv or .parquet."),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    ):
+        """Grip harm spots: the ranked squares per town holding most street-violence harm, with a patrol plan."""
+        import datetime as dt
+
+        import pandas as pd
+
+        from data.boundaries import load_boundary
+        from geo.categories import resolve_categories
+        from geo.errors import HarmspotError
+        from geo.grip import crossover_schedule, select_spots
+        from geo.result import Choice
+        from maps.export import write_result
+        from services.cli import load_area, load_weights, open_cli_store, resolve_period
+        from services.ui import console, echo_choices, echo_params, print_json, progress_bar
+
+        wt = load_weights(weights, proactive)
+        tw = load_area(towns, name_col)  # load_boundary copies --name-col into 'name'
+        ex = load_area(exclude) if exclude else None
+        prev = _read_previous(previous) if previous else None
+        out_cats = resolve_categories(category) if category else outcome
+        with progress_bar("grip", total=4) as cb:
+            with open_cli_store(store, read_only=False) as st:
+                period, pchoices = resolve_period(st, date_from, date_to, default_months=12)
+                cb(1, 4, "loading incidents")
+                area = st.study_area()
+                inc = st.incidents(period=period)
+                inputs = {"store": st.url, "towns": towns}
+            cb(2, 4, "ranking squares")
+            result = select_spots(
+                inc, tw, name_col="name", n=n, budget=budget, cell=cell, weights=wt, period=period,
+                outcome=out_cats, min_events=min_events, separation=separation, exclusions=ex, merge=merge,
+                previous=prev, area=area, visits_per_day=visits, minutes=minutes, max_gap_days=max_gap)
+            cb(3, 4, "writing")
+            result.choices = pchoices + [c for c in result.choices if c.name != "look-back"]
+            if area is not None:
+                result.choices.append(Choice("study area", "the store's saved area",
+                                             "incidents outside it are not counted, as in 'harmspot cells'"))
+            result.inputs.update(inputs)
+            write_result(result, out)
+            extra = {}
+            if plan:
+                result.tables["plan"].to_csv(plan, index=False)
+                extra["plan"] = str(plan)
+            if changes:
+                result.tables["changes"].to_csv(changes, index=False)
+                extra["changes"] = str(changes)
+            if concentration:
+                result.tables["concentration"].to_csv(concentration, index=False)
+                extra["concentration"] = str(concentration)
+            if crossover is not None:
+                d0 = start or (period.end + dt.timedelta(days=1)).isoformat()
+                if start is None:
+                    result.choices.append(Choice("schedule start", d0, "the day after the look-back window"))
+                parts = []
+                for town_name, g in result.layer.groupby("town", sort=False):
+                    k = min(int(crossover), len(g))
+                    if k < crossover:
+                        result.choices.append(Choice(f"crossover k in {town_name}", k,
+                                                     f"the town has only {len(g)} spots"))
+                    s = crossover_schedule(list(g["spot_id"]), d0, crossover_days, k, seed=_town_seed(seed, town_name))
+                    parts.append(s.assign(town=town_name))
+                if not parts:
+                    raise HarmspotError("--crossover: no spots were selected, so there is nothing to schedule")
+                sched = pd.concat(parts, ignore_index=True)
+                sp = schedule or out.with_suffix(".crossover.csv")
+                sched.to_csv(sp, index=False)
+                extra["schedule"] = str(sp)
+                extra["treated_place_days"] = int(sched["treated"].sum())
+                extra["control_place_days"] = int((~sched["treated"]).sum())
+            cb(4, 4, "done")
+        echo_choices(result)
+        echo_params(result)
+        s = result.summary
+        for t, v in s["towns"].items():
+            console.print(f"  {t}: {v['spots']} spots hold {v['spot_share_harm']:.1%} of harm on "
+                          f"{v['spot_share_area']:.1%} of {v['cells']:,} squares")
+        console.print(f"{s['spots']} spots -> {out}" + "".join(f"; {k} -> {v}" for k, v in extra.items()
+                                                               if isinstance(v, str)))
+        if s["incidents_outside_area"]:
+            console.print(f"[yellow]![/] {s['incidents_outside_area']:,} outcome-period incidents lie outside the "
+                          "study area and were not counted")
+        if as_json:
+            lay = result.layer
+            spots = [{"spot_id": r.spot_id, "town": r.town, "rank": int(r.rank), "harm": float(r.harm),
+                      "count": int(r.count), "status": r.status, "trend": r.trend}
+                     for r in lay[["spot_id", "town", "rank", "harm", "count", "status", "trend"]].itertuples()]
+            print_json({**s, "out": str(out), **extra, "params": result.params, "weight_table": result.weight_table,
+                        "period": period.to_dict(), "choices": [c.to_dict() for c in result.choices],
+                        "spots_list": spots})
+
+    _register_minerva(app)
+
+
+def _town_seed(seed: int, town: str) -> int:
+    from geo.grip import _seed_for
+
+    return _seed_for(seed, town)
+
+
+def _register_minerva(app) -> None:
+    """Placeholder until geo.minerva lands."""
     return None
