@@ -116,3 +116,111 @@ def test_residual_deterrence_refuses_month_only():
 
     with pytest.raises(MonthOnlyDataError, match="month-level designs"):
         ev.residual_deterrence(v, inc, baseline_rate=0.01, window=("2025-01-01", "2025-02-01"))
+
+
+# ------------------------------------------------------------------------------------------- planted truth
+@pytest.fixture(scope="module")
+def scenario():
+    """SYNTHETIC: geo.synth_patrol plants a 40% reduction at treated spots for 48 h after each visit."""
+    from geo import patrol
+    from geo.period import Period
+    from geo.synth_patrol import make_patrol_scenario
+
+    sc = make_patrol_scenario(42)
+    dose = patrol.compute_dose(patrol.validate_pings(sc.pings), sc.spots, "spot_id")
+    res = ev.evaluate_areas(sc.incident_table(), sc.treated, sc.control, before=Period.parse(*sc.before),
+                            after=Period.parse(*sc.after), visits=dose.tables["visits"], schedule=sc.schedule)
+    return sc, dose, res
+
+
+def test_dose_recovers_planted_visits(scenario):
+    sc, dose, _ = scenario
+    v = dose.tables["visits"]
+    # every planted visit is found once, at its spot, within one ping interval (30 s) of its true start
+    assert len(v) == len(sc.visits_truth)
+    t = sc.visits_truth.sort_values(["spot_id", "start"]).reset_index(drop=True)
+    assert (v["spot_id"].to_numpy() == t["spot_id"].to_numpy()).all()
+    assert (abs(v["start"] - t["start"]) <= pd.Timedelta(seconds=30)).all()
+
+
+def test_planted_effect_recovered_by_did(scenario):
+    # planted truth: expected after/before ratio at treated spots = 1 - 0.4 x covered share (about 0.81)
+    sc, _, res = scenario
+    c = res.summary["counts"]
+    assert c["rate_ratio_low"] < sc.expected_overall_ratio < c["rate_ratio_high"]
+    assert c["wdd"] < 0 and c["wdd_high"] < 0
+    assert c["tne"] > 0
+
+
+def test_decay_curve_recovers_40pct_for_48h(scenario):
+    # planted truth: rate x 0.6 for 48 h after each visit, x 1 afterwards
+    _, _, res = scenario
+    r = res.summary["residual"]
+    assert r["effect_low"] < 0.6 < r["effect_high"]
+    assert 36 <= r["effect_hours"] <= 60
+    assert r["ratio_after_effect"] == pytest.approx(1.0, abs=0.15)
+    curve = res.tables["decay"]
+    assert curve.loc[curve["bin_end_h"] <= 48, "rate_ratio"].mean() < 0.75
+    assert curve.loc[(curve["bin_start_h"] >= 48) & (curve["bin_end_h"] <= 96), "rate_ratio"].mean() > 0.85
+
+
+def test_crossover_design_sees_treated_days(scenario):
+    # planted: visit days and the next day are within the 48-hour effect -> rate ratios below 1
+    _, _, res = scenario
+    lags = res.tables["crossover"]
+    assert lags.loc[0, "high"] < 1 and lags.loc[1, "high"] < 1
+
+
+def test_month_only_data_refused_for_decay(scenario):
+    from geo.errors import MonthOnlyDataError
+    from geo.incidents import IncidentTable
+    from geo.period import Period
+
+    sc, dose, _ = scenario
+    f = sc.incident_table().frame.assign(occurred_at=pd.NaT)
+    with pytest.raises(MonthOnlyDataError, match="month-level"):
+        ev.evaluate_areas(IncidentTable(f), sc.treated, sc.control, before=Period.parse(*sc.before),
+                          after=Period.parse(*sc.after), visits=dose.tables["visits"])
+
+
+def test_auto_controls_outside_buffers_same_town(scenario):
+    from geo.period import Period
+
+    sc, _, _ = scenario
+    res = ev.evaluate_areas(sc.incident_table(), sc.treated, "auto", before=Period.parse(*sc.before),
+                            after=Period.parse(*sc.after), towns=sc.town.towns)
+    m = res.tables["matching"]
+    assert m["control_id"].notna().all() and m["control_id"].is_unique
+    ctrl = res.layer[res.layer["role"] == "control_spot"]
+    treated_zone = sc.treated.union_all().buffer(200)
+    assert not ctrl.intersects(treated_zone).any()
+    assert set(m["town"]) <= {"Harmstead", "Little Wexley"}
+    for k in ("wdq", "tne", "wdd", "wdd_se", "rate_ratio", "rate_ratio_low", "rate_ratio_high"):
+        assert k in res.summary["counts"] and k in res.summary["harm"]
+
+
+# ------------------------------------------------------------------------------------------- real data
+def test_essex_month_level_before_after(essex_store):
+    """Real Essex police.uk data (months only): Grip spots chosen on the first months, matched controls."""
+    from geo.grip import select_spots
+    from geo.period import Period
+
+    lo, hi = essex_store.month_range()
+    months = Period.parse(lo, hi).months
+    before = Period.parse(months[0], months[5])
+    after = Period.parse(months[6], months[-1])
+    inc = essex_store.incidents()
+    area = essex_store.study_area()
+    towns = area.rename(columns={area.columns[0]: "name"}) if "name" not in area.columns else area
+    spots = select_spots(inc, towns.head(3), n=10, period=before)
+    treated = spots.layer
+    assert len(treated) > 0
+    res = ev.evaluate_areas(inc, treated, "auto", id_col="spot_id", before=before, after=after, area=area,
+                            buffer_m=100)
+    c = res.summary["counts"]
+    assert c["treated_before"] > 0 and c["control_before"] > 0
+    assert np.isfinite(c["wdd_se"]) and c["wdd_se"] ** 2 == pytest.approx(
+        sum(c[f"{r}_{p}"] for r in ("treated", "control", "treated_buffer", "control_buffer")
+            for p in ("before", "after")))
+    assert c["rate_ratio_low"] <= c["rate_ratio"] <= c["rate_ratio_high"]
+    assert not res.summary["has_times"]
