@@ -1,6 +1,109 @@
-"""CLI commands for this capability (placeholder until its issue lands)."""
+"""``harmspot serve`` and ``harmspot keys create|revoke|list``.
+
+With the DuckDB store one process owns the file: create keys *before* starting
+the server (or stop it first). With a PostGIS store keys can be managed while the
+server runs (a revoked key stops working within HARMSPOT_KEY_CACHE_SECONDS).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
+
+keys_app = typer.Typer(help="Create, revoke and list API keys (only their hashes are stored).",
+                       no_args_is_help=True)
+
+
+def _open(store: Optional[str]):
+    from services.cli import open_cli_store
+
+    try:
+        return open_cli_store(store)
+    except Exception as exc:  # DuckDB raises IOException when another process holds the file
+        from geo.errors import HarmspotError
+
+        if "lock" in str(exc).lower():
+            raise HarmspotError(f"store {store}: another process (a running 'harmspot serve'?) holds the DuckDB "
+                                "file; stop it, manage keys, then start it again") from None
+        raise
+
+
+@keys_app.command("create", epilog="Example: harmspot keys create --store force.duckdb --role viewer --label tasking")
+def keys_create(
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    role: str = typer.Option(..., "--role", help="viewer | analyst | admin | partner"),
+    label: str = typer.Option("", "--label", help="Who or what the key is for (shown in 'keys list')."),
+):
+    """Create an API key. The key is printed ONCE, alone on the last line; only its hash is stored."""
+    from services.auth import new_key
+    from services.ui import console
+
+    key_id, key, digest = new_key(role)
+    with _open(store) as st:
+        st.add_key(key_id, digest, role, label)
+    console.print(f"created {role} key {key_id}{f' ({label})' if label else ''}; it is shown once, keep it safe:")
+    print(key, flush=True)
+
+
+@keys_app.command("revoke", epilog="Example: harmspot keys revoke --store force.duckdb 3fa9c1")
+def keys_revoke(
+    key: str = typer.Argument(..., help="Key id, its first characters (at least 4), or the full key."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+):
+    """Revoke an API key by id or id prefix."""
+    from geo.errors import HarmspotError
+    from services.ui import console
+
+    with _open(store) as st:
+        ids = st.revoke_key(key)
+    if not ids:
+        raise HarmspotError(f"key {key!r}: no active key with that id or prefix ('harmspot keys list' shows them)")
+    console.print(f"revoked key {ids[0]}")
+
+
+@keys_app.command("list", epilog="Example: harmspot keys list --store force.duckdb")
+def keys_list(store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP)):
+    """List key ids, roles, labels, creation and revocation times (never the keys)."""
+    from rich.table import Table
+
+    from services.ui import console
+
+    with _open(store) as st:
+        rows = st.list_keys()
+    t = Table(title="API keys")
+    for c in ("key_id", "role", "label", "created", "revoked"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(str(r.get(c) or "") for c in ("key_id", "role", "label", "created", "revoked")))
+    console.print(t)
+
+
+def serve(
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+):
+    """Serve layers, tiles and runs over HTTP (FastAPI; OpenAPI docs at /docs). Limits: HARMSPOT_* settings."""
+    import uvicorn
+
+    from services.api import create_app
+    from services.settings import Settings
+    from services.store import resolve_store_path
+    from services.ui import console
+
+    path, auto = resolve_store_path(store)
+    if auto:
+        console.print(f"[cyan]i[/] store set to {path} automatically (no --store and no $HARMSPOT_STORE)")
+    settings = Settings(store=path, host=host, port=port)
+    app = create_app(settings)
+    console.print(f"harmspot serving {path} on http://{host}:{port} (docs at /docs; partner k={settings.partner_k})")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def register(app) -> None:
-    """Add this module's commands to the harmspot Typer app."""
-    return None
+    """Add ``serve`` and the ``keys`` sub-app to the harmspot Typer app."""
+    app.command("serve", epilog="Example: harmspot serve --store force.duckdb --host 127.0.0.1 --port 8000")(serve)
+    app.add_typer(keys_app, name="keys")

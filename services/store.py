@@ -112,6 +112,7 @@ class DuckDBStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(self.path), read_only=read_only)
         self._lock = threading.RLock()
+        self._tls = threading.local()
         load_spatial(self.con)
         if not read_only:
             self._init_schema()
@@ -138,6 +139,149 @@ class DuckDBStore(Store):
                 area_id INTEGER, name VARCHAR, source VARCHAR, created TIMESTAMP DEFAULT current_timestamp,
                 wkb BLOB)"""
         )
+        self._init_service_schema()
+
+    # ----------------------------------------------------------- service tables (layers, runs, keys, audit)
+    def _init_service_schema(self):
+        for sql in SERVICE_SCHEMA:
+            self.con.execute(sql)
+
+    def _cur(self):
+        """A cursor for this thread (DuckDB connections are not thread-safe; cursors are)."""
+        cur = getattr(self._tls, "cur", None)
+        if cur is None:
+            cur = self.con.cursor()
+            self._tls.cur = cur
+        return cur
+
+    def _rows(self, sql, args=()):
+        cur = self._cur()
+        res = cur.execute(sql, list(args))
+        cols = [d[0] for d in res.description]
+        return [dict(zip(cols, r)) for r in res.fetchall()]
+
+    def _write(self, statements):
+        """Run ``[(sql, args), ...]`` in one transaction under the store's write lock (all or nothing)."""
+        with self._lock:
+            cur = self._cur()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for sql, args in statements:
+                    if callable(sql):
+                        sql(cur)
+                    else:
+                        cur.execute(sql, list(args))
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+
+    # keys
+    def add_key(self, key_id: str, key_hash: str, role: str, label: str = "") -> None:
+        self._write([("INSERT INTO api_keys (key_id, key_hash, role, label, created) VALUES (?,?,?,?,?)",
+                      [key_id, key_hash, role, label, _now()])])
+
+    def get_key(self, key_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM api_keys WHERE key_id = ?", [key_id])
+        return rows[0] if rows else None
+
+    def list_keys(self) -> list[dict]:
+        return self._rows("SELECT key_id, role, label, created, revoked FROM api_keys ORDER BY created")
+
+    def revoke_key(self, id_or_prefix: str) -> list[str]:
+        ids = _match_key_ids(self.list_keys(), id_or_prefix)
+        if ids:
+            self._write([("UPDATE api_keys SET revoked = ? WHERE key_id = ?", [_now(), k]) for k in ids])
+        return ids
+
+    # audit
+    def add_audit(self, rows: list[tuple]) -> None:
+        if rows:
+            self._write([(lambda cur: cur.executemany(
+                "INSERT INTO audit (ts, key_id, role, method, path, query, status, ms, client) "
+                "VALUES (?,?,?,?,?,?,?,?,?)", [list(r) for r in rows]), None)])
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        return self._rows("SELECT * FROM audit ORDER BY ts DESC LIMIT ?", [int(limit)])
+
+    # layers
+    def put_layers(self, items) -> None:
+        """Write layers ``[(meta, features DataFrame | None, GeoTIFF bytes | None), ...]`` in ONE transaction.
+
+        A reader sees all of them or none (services.layers builds the rows)."""
+        stmts = []
+        for meta, features, raster in items:
+            m = _layer_row(meta)
+            stmts.append((f"INSERT INTO layers ({', '.join(m)}) VALUES ({', '.join('?' for _ in m)})",
+                          list(m.values())))
+            if features is not None and len(features):
+                f = features.assign(layer_id=m["layer_id"])[list(FEATURE_COLUMNS)]
+
+                def _ins(cur, f=f):
+                    cur.register("_feat", f)
+                    try:
+                        cur.execute(f"INSERT INTO layer_features ({', '.join(FEATURE_COLUMNS)}) "
+                                    f"SELECT {', '.join(FEATURE_COLUMNS)} FROM _feat")
+                    finally:
+                        cur.unregister("_feat")
+
+                stmts.append((_ins, None))
+            if raster is not None:
+                stmts.append(("INSERT INTO layer_rasters (layer_id, tif) VALUES (?, ?)", [m["layer_id"], raster]))
+        self._write(stmts)
+
+    def put_layer(self, meta: dict, features=None, raster: bytes | None = None) -> None:
+        """Write one layer's catalogue row and its features (or GeoTIFF bytes) in one transaction."""
+        self.put_layers([(meta, features, raster)])
+
+    def list_layers(self) -> list[dict]:
+        return [_layer_out(r) for r in self._rows("SELECT * FROM layers ORDER BY created, layer_id")]
+
+    def get_layer(self, layer_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM layers WHERE layer_id = ?", [layer_id])
+        return _layer_out(rows[0]) if rows else None
+
+    def layer_features(self, layer_id: str, bbox=None, limit: int | None = None) -> pd.DataFrame:
+        sql, args = "SELECT fid, cnt, props, geojson, wkb FROM layer_features WHERE layer_id = ?", [layer_id]
+        if bbox is not None:
+            sql += " AND maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?"
+            args += [bbox[0], bbox[2], bbox[1], bbox[3]]
+        sql += " ORDER BY fid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._cur().execute(sql, args).df()
+
+    def layer_raster(self, layer_id: str) -> bytes | None:
+        rows = self._rows("SELECT tif FROM layer_rasters WHERE layer_id = ?", [layer_id])
+        return bytes(rows[0]["tif"]) if rows else None
+
+    def delete_layer(self, layer_id: str) -> None:
+        self._write([(f"DELETE FROM {t} WHERE layer_id = ?", [layer_id])
+                     for t in ("layer_features", "layer_rasters", "layers")])
+
+    # runs
+    def add_run(self, run: dict) -> None:
+        r = _run_row(run)
+        self._write([(f"INSERT INTO runs ({', '.join(r)}) VALUES ({', '.join('?' for _ in r)})", list(r.values()))])
+
+    def update_run(self, run_id: str, **fields) -> None:
+        r = _run_row(fields, partial=True)
+        self._write([(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in r)} WHERE run_id = ?",
+                      list(r.values()) + [run_id])])
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return _run_out(rows[0]) if rows else None
+
+    def list_runs(self, limit: int = 100) -> list[dict]:
+        return [_run_out(r) for r in self._rows("SELECT * FROM runs ORDER BY created DESC LIMIT ?", [int(limit)])]
+
+    def fail_interrupted_runs(self, reason: str) -> list[str]:
+        ids = [r["run_id"] for r in self._rows("SELECT run_id FROM runs WHERE status IN ('queued', 'running')")]
+        if ids:
+            self._write([("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?",
+                          [reason, _now(), i]) for i in ids])
+        return ids
 
     # ----------------------------------------------------------- ingest
     def add_ingest(self, result: IngestResult, *, rejects_dir=None) -> LoadSummary:
@@ -268,6 +412,83 @@ class DuckDBStore(Store):
             self.con.close()
         except Exception:  # pragma: no cover - closing twice is harmless
             pass
+
+
+# ------------------------------------------------------------------ service tables (shared by both backends)
+#: Layers, their features, GeoTIFF bytes, runs, API keys (hashes only) and the audit log. JSON as text.
+SERVICE_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS layers (
+        layer_id VARCHAR PRIMARY KEY, name VARCHAR, kind VARCHAR, layer_type VARCHAR, run_id VARCHAR,
+        crs VARCHAR, period VARCHAR, bbox VARCHAR, created VARCHAR, params VARCHAR, metadata VARCHAR,
+        columns VARCHAR, n_features BIGINT, aggregated BOOLEAN, incident_level BOOLEAN, etag VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS layer_features (
+        layer_id VARCHAR, fid BIGINT, minx DOUBLE, miny DOUBLE, maxx DOUBLE, maxy DOUBLE, cnt DOUBLE,
+        props VARCHAR, geojson VARCHAR, wkb BLOB)""",
+    """CREATE TABLE IF NOT EXISTS layer_rasters (layer_id VARCHAR PRIMARY KEY, tif BLOB)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, params VARCHAR, key_id VARCHAR,
+        created VARCHAR, started VARCHAR, finished VARCHAR, error VARCHAR, layer_ids VARCHAR,
+        summary VARCHAR, choices VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id VARCHAR PRIMARY KEY, key_hash VARCHAR, role VARCHAR, label VARCHAR, created VARCHAR,
+        revoked VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        ts VARCHAR, key_id VARCHAR, role VARCHAR, method VARCHAR, path VARCHAR, query VARCHAR,
+        status INTEGER, ms DOUBLE, client VARCHAR)""",
+]
+FEATURE_COLUMNS = ("layer_id", "fid", "minx", "miny", "maxx", "maxy", "cnt", "props", "geojson", "wkb")
+_LAYER_JSON = ("period", "bbox", "params", "metadata", "columns")
+_RUN_JSON = ("params", "layer_ids", "summary", "choices")
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _layer_row(meta: dict) -> dict:
+    cols = ("layer_id", "name", "kind", "layer_type", "run_id", "crs", "period", "bbox", "created", "params",
+            "metadata", "columns", "n_features", "aggregated", "incident_level", "etag")
+    return {c: (json.dumps(meta.get(c)) if c in _LAYER_JSON else meta.get(c)) for c in cols}
+
+
+def _layer_out(row: dict) -> dict:
+    out = dict(row)
+    for c in _LAYER_JSON:
+        out[c] = json.loads(out[c]) if out.get(c) is not None else None
+    out["aggregated"] = bool(out.get("aggregated"))
+    out["incident_level"] = bool(out.get("incident_level"))
+    return out
+
+
+def _run_row(run: dict, partial: bool = False) -> dict:
+    cols = ("run_id", "kind", "status", "params", "key_id", "created", "started", "finished", "error",
+            "layer_ids", "summary", "choices")
+    keys = [c for c in cols if c in run] if partial else cols
+    return {c: (json.dumps(run.get(c)) if c in _RUN_JSON and run.get(c) is not None else run.get(c)) for c in keys}
+
+
+def _run_out(row: dict) -> dict:
+    out = dict(row)
+    for c in _RUN_JSON:
+        out[c] = json.loads(out[c]) if out.get(c) is not None else None
+    return out
+
+
+def _match_key_ids(keys: list[dict], id_or_prefix: str) -> list[str]:
+    """Key ids matching a full id, an id prefix (>= 4 characters) or a full ``hs_<id>_...`` key."""
+    from geo.errors import HarmspotError
+
+    s = id_or_prefix.strip()
+    if s.startswith("hs_"):
+        s = s.split("_")[1] if len(s.split("_")) > 1 else ""
+    if len(s) < 4:
+        raise HarmspotError(f"key {id_or_prefix!r}: give the key id (10 hex characters) or at least 4 of its first characters")
+    ids = [k["key_id"] for k in keys if k["key_id"].startswith(s) and not k.get("revoked")]
+    if len(ids) > 1:
+        raise HarmspotError(f"key prefix {id_or_prefix!r} matches {len(ids)} keys ({', '.join(ids)}); give more characters")
+    return ids
 
 
 def open_store(url: str | Path, read_only: bool = False) -> Store:
