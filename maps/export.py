@@ -399,7 +399,7 @@ def feature_styles(gdf, kind: str | None = None) -> tuple[list[str], list[tuple[
         if c is not None:
             labels = gdf[c].astype(str)
             cols = [gistar_colour(x) for x in labels]
-            legend = [(lab, gistar_colour(lab)) for lab in sorted(labels.unique(), key=lambda s: (gistar_colour(s), s))]
+            legend = [(lab, gistar_colour(lab)) for lab in sorted(labels.unique(), key=lambda s: (list(GISTAR_COLOURS.values()).index(gistar_colour(s)), s))]
             return cols, legend
     if kind == "zones" and "quadrant" in gdf.columns:
         q = gdf["quadrant"].astype(str)
@@ -603,6 +603,15 @@ def write_kml(gdf, path, *, kmz: bool | None = None, name: str | None = None, ki
 #: :func:`shapefile_field_names` (first 10 characters, clashes get ``_2``, ``_3``... endings).
 SHP_FIELD_NAMES = {
     "target_minutes": "target_min",
+    "target_visits_per_day": "target_vpd",
+    "visits_per_day": "visits_day",
+    "minutes_per_visit": "min_visit",
+    "max_gap_days": "max_gap_d",
+    "cum_share_harm": "cum_sh_hrm",
+    "cum_share_area": "cum_sh_are",
+    "count_recent": "count_rcnt",
+    "count_earlier": "count_earl",
+    "trend_ratio": "trend_rat",
     "patrol_windows": "patrol_win",
     "patrol_window": "patrol_win",
     "share_count": "share_cnt",

@@ -1,0 +1,155 @@
+"""A real browser opens the offline map: the layers draw and no request leaves the machine.
+
+Debian's headless Chromium (``apt-get install chromium``; .ci/run installs it) is driven over
+the DevTools protocol (package ``websocket-client``) with ``--no-sandbox
+--disable-background-networking``, a fresh profile and a dead proxy. The test reads the
+rendered DOM: one SVG ``<path>`` per drawn feature (Leaflet's SVG renderer), one
+``<img>`` per surface overlay, one rank label per harm spot, and every URL the page
+requested (``Network.requestWillBeSent``). A CDN-mode page is the negative control: the same
+detector must see its requests. A screenshot is saved under test-artifacts/.
+
+Inputs are SYNTHETIC: geo.synth.make_town(42); harm spots from geo.grip.select_spots; the
+Gi* classes, KDE surface and Minerva zones are planted stand-ins with the columns those
+analyses write (gistar_class labels from geo.gistar.CLASS_LABELS; quadrant/drivers).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from geo import BNG
+from geo.result import AnalysisResult, Raster
+from maps import export as ex
+from maps import webmap as wm
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _need_browser():
+    if wm.find_chromium() is None:
+        msg = "no Chromium binary (apt-get install -y chromium; .ci/run installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " - under CI it must be there")
+        pytest.skip(msg)
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        pytest.skip("the 'websocket-client' package is not installed (pip install websocket-client)")
+
+
+@pytest.fixture(scope="module")
+def layer_files(town, tmp_path_factory):
+    from geo.aggregate import count_units
+    from geo.gistar import CLASS_LABELS
+    from geo.grip import select_spots
+    from geo.incidents import read_table
+    from geo.period import Period
+    from geo.units import SquareGrid
+
+    d = tmp_path_factory.mktemp("browser")
+    exp, mapping = town.force_export()
+    exp.drop(columns="expected_reason").to_csv(d / "f.csv", index=False)
+    inc = read_table(d / "f.csv", mapping, boundary=town.boundary).accepted
+    period = Period.parse("2025-01", "2025-12")
+    cells = count_units(inc, SquareGrid(150.0), area=town.boundary, period=period)
+    ex.write_result(cells, d / "cells.gpkg")
+    spots = select_spots(inc, town.towns, name_col="name", n=8, period=period)
+    ex.write_result(spots, d / "spots.gpkg")
+    # planted Gi* classes: the top harm cells are 'hot', the rest not significant
+    lay = cells.layer[cells.layer["harm"] > 0].copy()
+    q = lay["harm"].rank(pct=True).to_numpy()
+    bins = np.select([q > 0.97, q > 0.93, q > 0.9], [3, 2, 1], 0)
+    lay["gistar_class"] = [CLASS_LABELS[b] for b in bins]
+    gi = AnalysisResult(kind="gistar", layer=lay[["cell_id", "harm", "gistar_class", "geometry"]], period=period)
+    ex.write_result(gi, d / "gistar.gpkg")
+    # planted KDE surface: a Gaussian bump over the district
+    x0, y0, x1, y1 = town.boundary.total_bounds
+    nx, ny = int((x1 - x0) // 100), int((y1 - y0) // 100)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    arr = np.exp(-((xx - nx / 2) ** 2 + (yy - ny / 2) ** 2) / (2 * (nx / 6) ** 2))
+    kde = AnalysisResult(kind="kde", layer=Raster(arr, Affine(100, 0, x0, 0, -100, y1), name="density"),
+                         period=period)
+    ex.write_result(kde, d / "kde.tif")
+    # planted Minerva zones: the district cut in four quadrants
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    boxes = shapely.box([x0, cx, x0, cx], [y0, y0, cy, cy], [cx, x1, cx, x1], [cy, cy, y1, y1])
+    zones = gpd.GeoDataFrame({"zone_id": ["Z1", "Z2", "Z3", "Z4"], "quadrant": ["high risk, high harm", "high risk",
+                              "high harm", "low"], "drivers": ["pubs; takeaways", "stations", "shops", ""]},
+                             geometry=boxes, crs=BNG)
+    ex.write_result(AnalysisResult(kind="minerva", layer=zones, period=period), d / "zones.gpkg")
+    return d, cells, spots, lay, zones
+
+
+@pytest.fixture(scope="module")
+def rendered(layer_files, town):
+    _need_browser()
+    d, *_ = layer_files
+    html, info = wm.make_map([d / "cells.gpkg", d / "gistar.gpkg", d / "kde.tif", d / "zones.gpkg", d / "spots.gpkg"],
+                             d / "map.html", boundary=town.towns, marking="OFFICIAL-SENSITIVE",
+                             title="Harmstead tasking (SYNTHETIC)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    res = wm.browser_check(html, screenshot=ARTIFACTS / "map_offline.png")
+    return res, info
+
+
+def test_layers_drew_one_path_per_feature(rendered, layer_files, town):
+    res, info = rendered
+    _, cells, spots, gi, zones = layer_files
+    c = res["counts"]
+    assert res["errors"] == []
+    assert c["hs-cells:path"] == int((cells.layer["harm"] > 0).sum())
+    assert c["hs-gistar:path"] == len(gi)
+    assert c["hs-zones:path"] == len(zones)
+    assert c["hs-spots:path"] == len(spots.layer)
+    assert c["hs-boundary:path"] == len(town.towns)
+    assert c["hs-rank:div"] == len(spots.layer)  # one rank label per harm spot
+    assert c["hs-surface:img"] == 1  # the KDE image overlay
+    assert c["hs-marking:div"] == 2
+    assert res["marking"] == "OFFICIAL-SENSITIVE"
+    assert res["heading"] == "Harmstead tasking (SYNTHETIC)"
+    for L in info.layers:  # the page's own counts agree with what Python drew
+        if L["renderer"] == "svg":
+            assert res["harmspot"]["layers"][L["css_class"]]["features"] == L["drawn"]
+
+
+def test_no_request_left_the_machine(rendered):
+    res, _ = rendered
+    assert res["requests"] and res["requests"][0].startswith("file://")
+    assert res["external"] == [], res["external"]
+
+
+def test_screenshot_saved(rendered):
+    png = ARTIFACTS / "map_offline.png"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_cdn_page_is_caught(layer_files, tmp_path):
+    """Negative control: in CDN mode the page asks jsdelivr for Leaflet and the detector reports it."""
+    _need_browser()
+    d, *_ = layer_files
+    html, _ = wm.make_map([d / "spots.gpkg"], tmp_path / "cdn.html", offline=False)
+    res = wm.browser_check(html)
+    assert any("cdn.jsdelivr.net/npm/leaflet@1.9.3" in u for u in res["external"])
+
+
+def test_canvas_layer_counts(layer_files, tmp_path):
+    """Above the canvas threshold the cells draw on a canvas; the page counts them itself."""
+    _need_browser()
+    d, cells, *_ = layer_files
+    layers = wm.load_map_layers([d / "cells.gpkg"])
+    m, info = wm.build_map(layers, canvas_from=100)
+    html = wm.save_map(m, tmp_path / "canvas.html")
+    res = wm.browser_check(html, screenshot=ARTIFACTS / "map_canvas.png")
+    assert info.layers[0]["renderer"] == "canvas"
+    assert res["counts"].get("hs-cells:path", 0) == 0
+    assert res["harmspot"]["layers"]["hs-cells"] == {"features": int((cells.layer["harm"] > 0).sum()), "labels": 0,
+                                                     "canvas": True}
+    assert res["external"] == [] and res["errors"] == []

@@ -1,0 +1,158 @@
+"""The folium map builder: offline pages, layer styling rules, cell merging and surfaces.
+
+Inputs are SYNTHETIC (geo.synth.make_town(42) counted per 150 m square; planted grids and
+surfaces). References: the input layers (feature counts, sums), the folium-offline package's
+copy of Leaflet 1.9.3 (the file folium links), and pyproj for the surface bounds (1e-6 degrees).
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from geo import BNG
+from geo.result import AnalysisResult, Raster
+from maps import export as ex
+from maps import webmap as wm
+
+
+def _town_cells(town, tmp):
+    from geo.aggregate import count_units
+    from geo.incidents import read_table
+    from geo.units import SquareGrid
+
+    exp, mapping = town.force_export()
+    csv = tmp / "force_export.csv"
+    exp.drop(columns="expected_reason").to_csv(csv, index=False)
+    inc = read_table(csv, mapping, boundary=town.boundary).accepted
+    from geo.period import Period
+
+    return count_units(inc, SquareGrid(150.0), area=town.boundary, period=Period.parse("2025-01", "2025-12"))
+
+
+@pytest.fixture(scope="session")
+def cells_file(town, tmp_path_factory):
+    res = _town_cells(town, tmp_path_factory.mktemp("wm"))
+    p = tmp_path_factory.mktemp("wmout") / "cells.gpkg"
+    ex.write_result(res, p)
+    return p, res
+
+
+@pytest.fixture(scope="session")
+def offline_html(cells_file, town, tmp_path_factory):
+    p, _ = cells_file
+    out = tmp_path_factory.mktemp("html") / "map.html"
+    path, info = wm.make_map([p], out, boundary=town.towns, marking="OFFICIAL-SENSITIVE", title="Tasking map")
+    return path.read_text(), info
+
+
+def test_offline_page_has_no_remote_assets(offline_html):
+    html, _ = offline_html
+    assert wm.remote_references(html) == []
+    assert "<script src=" not in html and 'rel="stylesheet"' not in html
+    # the inlined Leaflet is the exact file folium links (taken from the folium-offline package)
+    assert wm.offline_assets()[wm.LEAFLET_JS] in html
+    assert "Leaflet 1.9.3" in html
+    # no jQuery / Bootstrap / Font Awesome: the map uses Leaflet only
+    assert "jquery" not in html.lower()[:5000] and "bootstrap" not in html.lower()[:5000]
+
+
+def test_page_furniture(offline_html, cells_file):
+    html, info = offline_html
+    _, res = cells_file
+    assert html.count("OFFICIAL-SENSITIVE") >= 2  # top and bottom banners
+    assert "Tasking map" in html and "Period: 2025-01-01 to 2025-12-31" in html
+    assert "weight table = cchi-national-2026" in html  # automatic choices from the sidecar are shown
+    cells = next(L for L in info.layers if L["kind"] == "cells")
+    nonzero = int((res.layer["harm"] > 0).sum())
+    assert cells["drawn"] == nonzero and cells["total"] == len(res.layer)
+    assert f"{len(res.layer) - nonzero:,} cells with harm 0 not drawn" in html
+    assert "L.control.scale" in html and "L.control.layers" in html and "fitBounds" in html
+
+
+def test_cdn_mode_keeps_links_and_detector_sees_them(cells_file, tmp_path):
+    p, _ = cells_file
+    out, _ = wm.make_map([p], tmp_path / "cdn.html", offline=False)
+    html = out.read_text()
+    assert '<script src="https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js">' in html
+    assert len(wm.remote_references(html)) == 2  # leaflet.js and leaflet.css
+
+
+def test_tiles_only_when_asked(cells_file, tmp_path):
+    p, _ = cells_file
+    html = wm.make_map([p], tmp_path / "t.html")[0].read_text()
+    assert "tile.openstreetmap.org" not in html and "L.tileLayer" not in html
+    html = wm.make_map([p], tmp_path / "t2.html", tiles="http://tiles.local/{z}/{x}/{y}.png")[0].read_text()
+    assert "http://tiles.local/{z}/{x}/{y}.png" in html and "L.tileLayer" in html
+
+
+def test_merge_cells_planted_grid():
+    # 300 x 200 = 60,000 cells of 150 m with count 1 and harm 2.5: merging 2x2 gives 15,000 cells
+    # with count 4 and harm 10 each (exact arithmetic).
+    ix, iy = np.meshgrid(np.arange(300), np.arange(200))
+    x0, y0 = 560_000 + ix.ravel() * 150.0, 214_000 + iy.ravel() * 150.0
+    g = gpd.GeoDataFrame({"cell_id": np.arange(x0.size).astype(str), "count": 1, "harm": 2.5},
+                         geometry=shapely.box(x0, y0, x0 + 150, y0 + 150), crs=BNG)
+    merged, k = wm.merge_cells(g, 50_000)
+    assert k == 2 and len(merged) == 15_000
+    assert (merged["count"] == 4).all() and np.allclose(merged["harm"], 10.0)
+    assert merged["count"].sum() == 60_000
+    np.testing.assert_allclose(merged.geometry.area, 300.0 * 300.0)
+    m, info = wm.build_map([wm.MapLayer("cells", g, "cells", {})], max_features=50_000)
+    L = info.layers[0]
+    assert L["drawn"] == 15_000 and L["renderer"] == "canvas"
+    assert info.choices and "merged x2" in info.choices[0].value
+
+
+def test_surface_image_bounds_and_transparency():
+    arr = np.zeros((40, 60))
+    arr[10:30, 20:40] = np.linspace(0.1, 1, 400).reshape(20, 20)
+    r = Raster(arr, Affine(50, 0, 561_000, 0, -50, 216_000))
+    url, bounds, (vmin, vmax) = wm.surface_image(r)
+    assert url.startswith("data:image/png;base64,") and vmax == pytest.approx(1.0, rel=0.05)
+    from PIL import Image
+    from pyproj import Transformer
+
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert img.shape[2] == 4
+    assert img[0, 0, 3] == 0  # zero is transparent
+    assert img[img.shape[0] // 2, img.shape[1] // 2, 3] > 60  # the planted block shows
+    tr = Transformer.from_crs(BNG, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform([561_000, 564_000], [214_000, 216_000])
+    # the warped image covers the raster's footprint (corners within 0.002 deg)
+    assert bounds[0][0] <= min(lat) + 2e-3 and bounds[1][0] >= max(lat) - 2e-3
+    assert bounds[0][1] <= min(lon) + 2e-3 and bounds[1][1] >= max(lon) - 2e-3
+
+
+def test_surface_layer_from_tif(tmp_path):
+    arr = np.outer(np.hanning(30), np.hanning(40))
+    res = AnalysisResult(kind="kde", layer=Raster(arr, Affine(50, 0, 561_000, 0, -50, 216_000), name="density"))
+    tif = ex.write_result(res, tmp_path / "kde.tif")
+    path, info = wm.make_map([tif], tmp_path / "s.html")
+    assert info.layers[0]["kind"] == "surface" and info.layers[0]["renderer"] == "image"
+    html = path.read_text()
+    assert "KDE surface" in html and "data:image/png;base64," in html
+
+
+def test_layer_kinds_and_colours():
+    from geo.gistar import CLASS_LABELS
+
+    g = gpd.GeoDataFrame({"cell_id": list("abcdefg"), "gistar_class": [CLASS_LABELS[k] for k in (3, 2, 1, 0, -1, -2, -3)]},
+                         geometry=shapely.box(np.arange(7) * 150.0, 0, np.arange(7) * 150.0 + 150, 150), crs=BNG)
+    assert ex.layer_kind(g, {"kind": "gistar"}) == "gistar" and ex.layer_kind(g) == "gistar"
+    cols, legend = ex.feature_styles(g, "gistar")
+    assert cols[0] == ex.GISTAR_COLOURS["hot 99"] and cols[-1] == ex.GISTAR_COLOURS["cold 99"]
+    assert cols[3] == ex.GISTAR_COLOURS["not"] and len(legend) == 7
+    z = g.assign(quadrant=["A", "B", "A", "C", "D", "B", "A"], drivers="pubs").drop(columns="gistar_class")
+    assert ex.layer_kind(z, {"kind": "minerva"}) == "zones"
+    assert ex.layer_kind(g.assign(rank=1, spot_id="x"), {"kind": "grip"}) == "spots"
+
+
+def test_nothing_to_map():
+    with pytest.raises(wm.HarmspotError, match="nothing to map"):
+        wm.build_map([])
