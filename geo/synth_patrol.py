@@ -164,7 +164,9 @@ def make_patrol_scenario(seed: int = 42, *, town=None, n_spots: int = 20, effect
         eff[np.flatnonzero(ok)[hit]] = True
     drop = eff & (rng.random(len(inc)) < effect)
     removed = inc[drop].reset_index(drop=True)
-    town.incidents = inc[~drop].reset_index(drop=True)
+    import dataclasses
+
+    town = dataclasses.replace(town, incidents=inc[~drop].reset_index(drop=True))  # the caller's town is untouched
     # expected after-period ratio at treated spots: 1 - effect x covered share of spot-time
     cover = 0.0
     span_h = (a1 - a0).total_seconds() / 3600.0

@@ -224,3 +224,34 @@ def test_essex_month_level_before_after(essex_store):
             for p in ("before", "after")))
     assert c["rate_ratio_low"] <= c["rate_ratio"] <= c["rate_ratio_high"]
     assert not res.summary["has_times"]
+
+
+def test_cli_evaluate_contract(tmp_path, scenario, town_store):
+    """`harmspot evaluate --store S --treated F --control F --buffer M --before A:B --after A:B --json`:
+    the last line holds counts and harm with wdq, tne, wdd, wdd_se, rate_ratio and its interval. SYNTHETIC town."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    sc, _, _ = scenario
+    sc.treated.to_file(tmp_path / "treated.geojson", driver="GeoJSON")
+    sc.control.to_file(tmp_path / "control.geojson", driver="GeoJSON")
+    store_path = town_store.url if hasattr(town_store, "url") else None
+    town_store.close()
+    r = CliRunner().invoke(app, ["evaluate", "--store", str(store_path), "--treated", str(tmp_path / "treated.geojson"),
+                                 "--control", str(tmp_path / "control.geojson"), "--buffer", "100",
+                                 "--before", "2025-01:2025-06", "--after", "2025-07:2025-12",
+                                 "--report", str(tmp_path / "eval.html"), "--json"])
+    assert r.exit_code == 0, r.output
+    js = json.loads(r.stdout.strip().splitlines()[-1])
+    for kind in ("counts", "harm"):
+        for k in ("wdq", "tne", "wdd", "wdd_se", "rate_ratio", "rate_ratio_low", "rate_ratio_high"):
+            assert js[kind][k] is not None, (kind, k)
+    # untreated town in the store (no planted effect there): WDD variance = sum of the eight counts
+    c = js["counts"]
+    assert c["wdd_se"] ** 2 == pytest.approx(sum(v for k, v in c.items() if k.endswith(("_before", "_after"))))
+    html = (tmp_path / "eval.html").read_text()
+    assert "data:image/png;base64" in html and "WDD" in html
+    assert (tmp_path / "eval_tables" / "statistics.csv").exists()

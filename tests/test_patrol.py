@@ -132,3 +132,43 @@ def test_interactions_per_spot_week():
     out = patrol.count_interactions(logs, sp, x=np.array([X0 + 1, X0 + 2, X0 + 3]), y=np.full(3, Y0 + 5), t=logs["t"])
     assert out["count"].sum() == 3
     assert set(out["week"].astype(str)) == {"2025-03-03", "2025-03-10"}
+
+
+# ------------------------------------------------------------------------------------------- CLI contract
+def test_cli_dose_contract(tmp_path):
+    """`harmspot dose --pings F --spots F --id-col C --out visits.csv --json` (issue 6 command contract); SYNTHETIC."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    raw = pd.concat([_pings(range(15)), _pings(range(40, 41)),
+                     pd.DataFrame({"unit_id": ["U1"], "timestamp": ["garbage"], "easting": [X0], "northing": [Y0]})])
+    raw.to_csv(tmp_path / "pings.csv", index=False)
+    SPOT.to_file(tmp_path / "spots.geojson", driver="GeoJSON")
+    r = CliRunner().invoke(app, ["dose", "--pings", str(tmp_path / "pings.csv"), "--spots",
+                                 str(tmp_path / "spots.geojson"), "--id-col", "cell_id", "--x-col", "easting",
+                                 "--y-col", "northing", "--out", str(tmp_path / "visits.csv"),
+                                 "--daily", str(tmp_path / "daily.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    js = json.loads(r.stdout.strip().splitlines()[-1])
+    assert js["pings"]["read"] == 17 == js["pings"]["accepted"] + js["pings"]["rejected"]
+    assert js["pings"]["reasons"] == {"unparsable time": 1}
+    v = pd.read_csv(tmp_path / "visits.csv")
+    assert {"spot_id", "unit_id", "start", "end", "minutes"} <= set(v.columns)
+    assert len(v) == 1 and v["minutes"].iloc[0] == 15.0 and v["spot_id"].iloc[0] == "S1"
+    rej = pd.read_csv(tmp_path / "visits_rejects.csv")
+    assert list(rej["reason"]) == ["unparsable time"]
+    assert pd.read_csv(tmp_path / "daily.csv")["visits"].sum() == 1
+
+
+def test_cli_dose_missing_column_exits_2(tmp_path):
+    from services.cli import main
+
+    pd.DataFrame({"who": ["a"]}).to_csv(tmp_path / "p.csv", index=False)
+    SPOT.to_file(tmp_path / "spots.geojson", driver="GeoJSON")
+    with pytest.raises(SystemExit) as e:
+        main(["dose", "--pings", str(tmp_path / "p.csv"), "--spots", str(tmp_path / "spots.geojson"),
+              "--id-col", "cell_id", "--out", str(tmp_path / "v.csv")])
+    assert e.value.code == 2
