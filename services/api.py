@@ -565,16 +565,21 @@ def _now_iso() -> str:
 
 
 def _render_map(store, metas) -> str:
-    """Call maps.webmap if this build has it (written by the maps issue), else 501."""
+    """The offline tasking map (maps.webmap.build_map, assets inlined) of stored layers, else 501."""
     import importlib.util
 
     if importlib.util.find_spec("maps.webmap") is None:
         raise NotAvailable("the offline map (maps.webmap) is not available in this build; "
                            "fetch the layers as GeoJSON or tiles instead")
-    from maps import webmap  # noqa: F401
+    from maps import webmap
+    from services.layers import layer_data
 
-    fn = getattr(webmap, "render_layers_html", None)
-    if fn is None:
-        raise NotAvailable("maps.webmap has no render_layers_html(results) in this build; "
-                           "fetch the layers as GeoJSON or tiles instead")
-    return fn(store, metas)
+    layers = [webmap.MapLayer(m.get("name") or m["layer_id"], layer_data(store, m), None, m.get("metadata") or {})
+              for m in metas]
+    fmap, _info = webmap.build_map(layers)
+    html = webmap.inline_assets(fmap.get_root().render())
+    left = webmap.remote_references(html)
+    if left:
+        raise NotAvailable(f"the offline map would load {len(left)} remote file(s) (first: {left[0]}); "
+                           "the offline map assets are not installed in this build")
+    return html

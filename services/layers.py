@@ -299,3 +299,22 @@ class LRU:
 
 def result_summary(result: AnalysisResult) -> dict:
     return jsonable(result.summary)
+
+
+def layer_data(store, meta: dict):
+    """A stored layer back as a GeoDataFrame (EPSG:4326, its properties as columns) or a :class:`Raster`."""
+    if meta.get("layer_type") == "raster":
+        from rasterio.io import MemoryFile
+
+        tif = store.layer_raster(meta["layer_id"])
+        with MemoryFile(tif) as mem, mem.open() as src:
+            info = (meta.get("metadata") or {}).get("raster") or {}
+            return Raster(src.read(1), src.transform, crs=src.crs.to_string(), nodata=src.nodata,
+                          name=info.get("name", "value"), units=info.get("units", ""))
+    import geopandas as gpd
+    import shapely
+
+    rows = store.layer_features(meta["layer_id"])
+    props = pd.DataFrame([json.loads(p) for p in rows["props"]], columns=meta.get("columns") or None)
+    geoms = shapely.from_wkb([bytes(b) if b is not None else None for b in rows["wkb"]])
+    return gpd.GeoDataFrame(props, geometry=geoms, crs=WGS84)
