@@ -77,3 +77,86 @@ def register(app) -> None:
                           "lists full name -> field name (docs/maps.md)")
         if as_json:
             print_json({"out": str(p), "format": fmt, "features": n})
+
+    @app.command("pack", epilog="Example: harmspot pack --store essex.duckdb --towns towns.gpkg --name-col name "
+                 "--from 2018-03 --to 2019-02 --marking OFFICIAL-SENSITIVE --out tasking-2019-02")
+    def pack_cmd(
+        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        towns: str = typer.Option(..., "--towns", help="Town polygons; one briefing page per town."),
+        name_col: str = typer.Option("name", "--name-col", help="Column of --towns holding the town name."),
+        out: Path = typer.Option(..., "--out", help="Folder to write (DIR.zip is written beside it)."),
+        n: int = typer.Option(20, "--n", help="Harm spots per town."),
+        date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM (default: 12 months back from --to)."),
+        date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM (default: latest month in the store)."),
+        cell: float = typer.Option(150.0, "--cell", help="Square size in metres."),
+        weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
+        proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons, ASB."),
+        minutes: int = typer.Option(15, "--minutes", help="Target minutes per visit."),
+        marking: str = typer.Option("OFFICIAL-SENSITIVE", "--marking", help=MARKING_HELP),
+        title: str = typer.Option("Harm spots briefing", "--title", help="Title of the pages and the map."),
+        no_zip: bool = typer.Option(False, "--no-zip", help="Do not write DIR.zip."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object: dir, zip, files, spots, pages."),
+    ):
+        """Build the tasking pack: offline map, A4 briefing PDF per town, exports and a README, zipped."""
+        from geo.aggregate import count_units
+        from geo.units import SquareGrid
+        from maps.pack import build_pack
+        from services.cli import load_area, load_weights, open_cli_store, resolve_period
+        from services.ui import console, echo_choices, print_json, progress_bar
+
+        wt = load_weights(weights, proactive)
+        tw = load_area(towns, name_col)  # copies --name-col into 'name'
+        with open_cli_store(store, read_only=False) as st:
+            period, pchoices = resolve_period(st, date_from, date_to, default_months=12)
+            area = st.study_area()
+            inc = st.incidents(period=period)
+            inputs = {"store": st.url, "towns": towns, "name_col": name_col, "incidents_in_period": len(inc)}
+        spots, how = _harm_spots(inc, tw, n=n, cell=cell, weights=wt, period=period, area=area, minutes=minutes)
+        spots.choices = pchoices + [c for c in spots.choices if c.name != "look-back"] + how
+        spots.inputs.update(inputs)
+        echo_choices(spots)
+        cells = count_units(inc, SquareGrid(cell), wt, area=area, period=period, inputs=inputs)
+        with progress_bar("pack", total=6) as cb:
+            summary = build_pack(spots, out, towns=tw, name_col="name", cells=cells, boundary=area, marking=marking,
+                                 title=title, inputs=inputs, make_zip=not no_zip, progress=cb)
+        console.print(f"{summary['spots']} harm spots in {summary['towns']} town(s), {summary['pages']} A4 page(s) "
+                      f"-> {summary['dir']}" + (f" and {summary['zip']}" if summary["zip"] else ""))
+        if as_json:
+            print_json(summary)
+
+
+def _harm_spots(inc, towns, *, n, cell, weights, period, area, minutes):
+    """Grip harm spots from geo.grip; if that module is absent, the top-n cells by harm per town (said so)."""
+    from geo.result import Choice
+
+    try:
+        from geo.grip import select_spots
+    except ImportError:  # pragma: no cover - geo.grip ships with harmspot; kept for partial installs
+        return _top_cells(inc, towns, n=n, cell=cell, weights=weights, period=period, area=area, minutes=minutes), [
+            Choice("harm spots", f"top {n} cells by harm per town", "geo.grip is not installed")]
+    res = select_spots(inc, towns, name_col="name", n=n, cell=cell, weights=weights, period=period, area=area,
+                       minutes=minutes)
+    return res, []
+
+
+def _top_cells(inc, towns, *, n, cell, weights, period, area, minutes):  # pragma: no cover - fallback only
+    import numpy as np
+    import pandas as pd
+
+    from geo.aggregate import count_units
+    from geo.result import AnalysisResult
+    from geo.units import SquareGrid
+
+    parts = []
+    for name, geom in zip(towns["name"], towns.geometry):
+        r = count_units(inc, SquareGrid(cell), weights, area=geom, period=period)
+        lay = r.layer.sort_values("harm", ascending=False).head(n).copy()
+        lay = lay[lay["harm"] > 0]
+        tot = r.layer["harm"].sum()
+        lay["spot_id"], lay["town"], lay["rank"] = lay["cell_id"], name, np.arange(1, len(lay) + 1)
+        lay["share_harm"] = lay["harm"] / tot if tot > 0 else 0.0
+        lay["location"], lay["trend"], lay["status"], lay["target_minutes"] = "", "n/a", "n/a", minutes
+        parts.append(lay)
+    layer = pd.concat(parts, ignore_index=True)
+    return AnalysisResult(kind="grip", layer=layer, params={"n": n, "cell_m": cell}, weight_table=weights.describe(),
+                          period=period)
