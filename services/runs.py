@@ -302,9 +302,9 @@ class RunManager:
 
     def _work(self, run_id, spec: RunKind, params, uploads):
         try:
+            self.store.update_run(run_id, status="running", started=_now())
             if self.settings.run_delay_seconds:
                 time.sleep(self.settings.run_delay_seconds)
-            self.store.update_run(run_id, status="running", started=_now())
             frames = {slot: read_upload(slot, fn, data, self.settings.max_upload_rows)
                       for slot, (fn, data) in uploads.items()}
             result = spec.fn(params, self.store, frames)
