@@ -125,6 +125,51 @@ def register(app) -> None:
             print_json(summary)
 
 
+def demo_step(ctx) -> None:
+    """Offline map of the demo outputs, KML/GeoJSON exports and a tasking pack (maps, exports, PDF)."""
+    from geo.errors import HarmspotError
+    from maps.export import export_file
+    from maps.webmap import build_map, load_map_layers, save_map
+    from services.ui import console
+
+    out = ctx.out
+    skip = {"inputs", "tasking-pack"}
+    cands = list(out.iterdir()) + [p for d in out.iterdir() if d.is_dir() and d.name not in skip for p in d.iterdir()]
+    files = sorted(p for p in cands if p.is_file() and p.suffix.lower() in (".gpkg", ".geojson", ".tif"))
+    layers = []
+    for p in files:
+        try:
+            layers += load_map_layers([p])
+        except (HarmspotError, ValueError, OSError) as exc:  # a non-layer file: say so, keep going
+            console.print(f"  [yellow]![/] {p.name} not mapped: {exc}")
+    if layers:
+        m, info = build_map(layers, title="Harmstead demo (SYNTHETIC)", marking="OFFICIAL-SENSITIVE",
+                            boundary=ctx.town.towns)
+        ctx.add(f"offline map ({len(info.layers)} layers)", save_map(m, out / "map_demo.html"))
+    spots = next((p for p in files if p.stem.startswith("grip")), None)
+    src = spots or (out / "cells_150m.gpkg")
+    if src.exists():
+        stem = src.stem
+        p, n = export_file(src, "kmz", out / f"{stem}.kmz", marking="OFFICIAL-SENSITIVE")
+        ctx.add(f"KMZ for phones ({n} placemarks)", p)
+    if (ctx.store_path.exists() and (out / "inputs" / "towns.gpkg").exists()):
+        try:
+            import geo.grip  # noqa: F401
+        except ImportError:  # pragma: no cover
+            return
+        from typer.testing import CliRunner
+
+        from services.cli import app
+
+        r = CliRunner().invoke(app, ["pack", "--store", str(ctx.store_path), "--towns", str(out / "inputs" / "towns.gpkg"),
+                                     "--name-col", "name", "--n", "10", "--marking", "OFFICIAL-SENSITIVE",
+                                     "--out", str(out / "tasking-pack")])
+        if r.exit_code == 0:
+            ctx.add("tasking pack (map, A4 PDF per town, exports, README)", out / "tasking-pack")
+        else:
+            console.print(f"  [yellow]![/] tasking pack failed: {r.exception or r.output[-300:]}")
+
+
 def _harm_spots(inc, towns, *, n, cell, weights, period, area, minutes):
     """Grip harm spots from geo.grip; if that module is absent, the top-n cells by harm per town (said so)."""
     from geo.result import Choice
