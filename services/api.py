@@ -525,7 +525,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         """The latest runs, newest first."""
         return {"runs": [public_run(r) for r in store.list_runs(limit)]}
 
-    @app.get("/map", response_class=HTMLResponse, tags=["layers"],
+    @app.get("/map", tags=["layers"],
              responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **_errors(*AUTHED, 404, 501)})
     def offline_map(
         layers: str = Query(..., max_length=2000, description="Comma-separated layer ids."),
