@@ -6,6 +6,8 @@ import pytest
 
 pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
+# dask's own parquet reader calls reset_index(inplace=True), deprecated in pandas 3.1 (not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 
 
 @pytest.fixture(scope="module")
