@@ -124,7 +124,7 @@ def machine_markdown(info: dict | None = None, libs: Iterable[str] = ()) -> str:
         f"- Date: {info['date_utc']}; harmspot commit {info.get('git_commit') or 'n/a'}",
         f"- Machine: `nproc` = {info['nproc']}, CPU {info['cpu_model']}, RAM {info['ram_gb']} GB, "
         f"{info['platform']}",
-        f"- Load average at start (1/5/15 min): {load}",
+        f"- Load average when measured (1/5/15 min): {load}",
         f"- Python {info['python']}; {vers}",
     ])
 
