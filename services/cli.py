@@ -113,7 +113,7 @@ def ingest(
     boundary: Optional[str] = typer.Option(None, "--boundary", help="Study-area polygon file; points outside it are rejected (default: the area saved in the store by an earlier load)."),
     fmt: str = typer.Option("auto", "--format", help="auto|police-uk|police-api|table"),
     mapping: Optional[Path] = typer.Option(None, "--mapping", help="TOML mapping for a force records export (--format table)."),
-    tolerance: float = typer.Option(100.0, "--tolerance", help="Metres beyond the boundary still accepted (police.uk snapping)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Metres beyond the boundary still accepted (police.uk snapping; default 100)."),
     rejects_dir: Optional[Path] = typer.Option(None, "--rejects-dir", help="Where the rejects CSV goes (default next to the store)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: read, accepted, rejected, duplicates, rejects_file."),
 ):
@@ -124,6 +124,13 @@ def ingest(
         raise HarmspotError(f"--format {fmt!r}: use auto, police-uk, police-api or table")
     st = open_cli_store(store)
     area = load_area(boundary, store=st)
+    if tolerance is None:
+        from geo.incidents import DEFAULT_BORDER_TOLERANCE_M
+
+        tolerance = DEFAULT_BORDER_TOLERANCE_M
+        if area is not None:
+            console.print(f"[cyan]i[/] border tolerance set to {tolerance:g} m automatically "
+                          "(police.uk snaps points to nearby map points)")
     if fmt == "auto":
         fmt = "table" if mapping else sniff_format(paths[0])
         console.print(f"[cyan]i[/] format set to {fmt} automatically (from the header of {paths[0]})")
