@@ -160,7 +160,8 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
 
             tr = Transformer.from_crs(WGS84, BNG, always_xy=True)
             x[ok], y[ok] = tr.transform(lon[ok], lat[ok])
-    tns = t.to_numpy(dtype="datetime64[ns]", na_value=np.datetime64("NaT")).astype(np.int64) if len(t) else np.zeros(0, np.int64)
+    t_naive = t.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(t) else np.zeros(0, "datetime64[ns]")
+    tns = t_naive.astype(np.int64)
     ucode = pd.factorize(unit.fillna(""))[0]
     # duplicates: same unit and time (first kept)
     ok = reason == ""
@@ -203,10 +204,10 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     rej.insert(0, "source_row", np.flatnonzero(~ok) + 2 if source.endswith((".csv", ".gz")) else np.flatnonzero(~ok))
     rej.insert(1, "reason", reason[~ok])
     rej.insert(2, "field", fld[~ok])
-    frame = pd.DataFrame({"unit_id": unit.to_numpy()[ok], "t": t.to_numpy()[ok], "x": x[ok], "y": y[ok],
+    frame = pd.DataFrame({"unit_id": unit.to_numpy()[ok], "t": t_naive[ok], "x": x[ok], "y": y[ok],
                           "source_row": (np.flatnonzero(ok) + (2 if source.endswith((".csv", ".gz")) else 0))})
     frame["unit_id"] = frame["unit_id"].astype(str)
-    frame["t"] = pd.to_datetime(frame["t"], utc=True)
+    frame["t"] = frame["t"].dt.tz_localize("UTC")
     if team_col and team_col in raw.columns:
         frame["team"] = raw[team_col].astype("string").to_numpy()[ok]
     for extra in ("speed", "status"):
@@ -265,12 +266,13 @@ def spot_hits(x, y, spots_geom, chunk: int = 1_000_000) -> tuple[np.ndarray, np.
     """(ping index, spot index) pairs for pings inside spots (STRtree ``intersects``, chunked)."""
     x = np.asarray(x, float)
     y = np.asarray(y, float)
-    tree = shapely.STRtree(np.asarray(spots_geom))
-    xmin, ymin, xmax, ymax = shapely.total_bounds(np.asarray(spots_geom))
+    geoms = np.asarray(spots_geom)
+    tree = shapely.STRtree(geoms)
+    near_fn = _coverage_filter(geoms)
     pis, sis = [], []
     for a in range(0, len(x), chunk):
         xs, ys = x[a:a + chunk], y[a:a + chunk]
-        near = np.flatnonzero((xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax))
+        near = np.flatnonzero(near_fn(xs, ys))
         if not len(near):
             continue
         pts = shapely.points(xs[near], ys[near])
@@ -280,6 +282,42 @@ def spot_hits(x, y, spots_geom, chunk: int = 1_000_000) -> tuple[np.ndarray, np.
     if not pis:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(pis).astype(np.int64), np.concatenate(sis).astype(np.int64)
+
+
+def _coverage_filter(geoms, max_cells: int = 4_000_000):
+    """A cheap exact pre-filter: a boolean lattice of cells touched by any spot's bounding box.
+
+    Pings in untouched cells cannot be in a spot, so no shapely point is built for
+    them. The cell is the smallest spot bounding-box side (at least 10 m); with too
+    many cells it falls back to the spots' overall bounding box.
+    """
+    b = shapely.bounds(geoms)
+    xmin, ymin = b[:, 0].min(), b[:, 1].min()
+    xmax, ymax = b[:, 2].max(), b[:, 3].max()
+
+    def bbox(xs, ys):
+        return (xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax)
+
+    side = max(float(np.min(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))), 10.0)
+    nx = int((xmax - xmin) // side) + 1
+    ny = int((ymax - ymin) // side) + 1
+    if nx * ny > max_cells:
+        return bbox
+    cov = np.zeros((ny, nx), bool)
+    i0 = ((b[:, 0] - xmin) // side).astype(np.int64)
+    i1 = ((b[:, 2] - xmin) // side).astype(np.int64)
+    j0 = ((b[:, 1] - ymin) // side).astype(np.int64)
+    j1 = ((b[:, 3] - ymin) // side).astype(np.int64)
+    for a0, a1, c0, c1 in zip(i0, i1, j0, j1):  # one step per spot, not per ping
+        cov[c0:c1 + 1, a0:a1 + 1] = True
+
+    def near(xs, ys):
+        ok = bbox(xs, ys)
+        ix = np.clip(((xs - xmin) // side).astype(np.int64), 0, nx - 1)
+        iy = np.clip(((ys - ymin) // side).astype(np.int64), 0, ny - 1)
+        return ok & cov[iy, ix]
+
+    return near
 
 
 # ----------------------------------------------------------------------------------------- intervals
