@@ -370,7 +370,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     def version(who: Principal = Depends(need("read_layers"))):
         """harmspot and API versions, and which run kinds this build offers."""
         return {"harmspot": versions["harmspot"], "api": API_VERSION,
-                "run_kinds": {k: (v.available() and v.fn.__name__ != "fn") for k, v in RUN_KINDS.items()}}
+                "run_kinds": {k: v.usable() for k, v in RUN_KINDS.items()}}
 
     @app.get("/layers", response_model=LayerList, responses=_errors(*AUTHED), tags=["layers"])
     def list_layers(request: Request, who: Principal = Depends(need("read_layers"))):
@@ -490,7 +490,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         ctype = request.headers.get("content-type", "")
         uploads: dict[str, tuple[str, bytes]] = {}
         if ctype.startswith("multipart/form-data"):
-            form = await request.form(max_files=5, max_fields=20)
+            form = await request.form(max_files=20, max_fields=40)
             raw_text = form.get("params") or "{}"
             if not isinstance(raw_text, str):
                 raise InvalidParameter("form field 'params' must be JSON text, not a file")

@@ -77,30 +77,56 @@ class CellsParams(CommonParams):
 
 class HotspotsParams(CommonParams):
     method: Literal["gistar", "kde"] = Field("gistar", description="Getis-Ord Gi* cells or a KDE surface.")
-    cell: float | None = Field(None, ge=25, le=5000)
-    bandwidth: float | None = Field(None, ge=25, le=20000)
+    cell: float | None = Field(None, ge=25, le=5000, description="Cell size in metres (default: automatic).")
+    bandwidth: float | None = Field(None, ge=25, le=20000, description="KDE bandwidth in metres (default: rule).")
+    band: float | None = Field(None, ge=25, le=20000, description="Gi* distance band in metres.")
+    weight: Literal["count", "harm"] | None = Field(None, description="Variable (default: Gi* count, KDE harm).")
+    adjust: Literal["fdr", "bonferroni", "none"] = "fdr"
+    permutations: int = Field(0, ge=0, le=999)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class GripParams(CommonParams):
-    cell: float | None = Field(None, ge=25, le=5000)
-    n_spots: int | None = Field(None, ge=1, le=500)
+    n: int = Field(20, ge=1, le=200, description="Spots per town.")
+    budget: int | None = Field(None, ge=1, le=2000, description="Force-wide number of spots.")
+    cell: float = Field(150.0, ge=50, le=1000)
+    name_col: str = Field("name", pattern=r"^[A-Za-z_][A-Za-z0-9_ ]{0,63}$",
+                          description="Town name column of the 'towns' upload.")
 
 
 class RtmParams(CommonParams):
-    cell: float | None = Field(None, ge=25, le=5000)
+    cell: float | None = Field(None, ge=10, le=1000)
+    block: float | None = Field(None, ge=20, le=2000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class MinervaParams(CommonParams):
     cell: float | None = Field(None, ge=25, le=5000)
 
 
-class DoseParams(CommonParams):
-    pass
+class DoseParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id_col: str = Field("spot_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    gap_factor: float = Field(3.0, gt=0, le=50)
+    min_dwell_min: float = Field(2.0, ge=0, le=240)
+    max_gap_days: float = Field(4.0, gt=0, le=365)
 
 
-class EvaluationParams(CommonParams):
-    intervention_from: str | None = Field(None, pattern=r"^\d{4}-\d{2}(-\d{2})?$")
-    intervention_to: str | None = Field(None, pattern=r"^\d{4}-\d{2}(-\d{2})?$")
+class EvaluationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    before: str = Field(..., pattern=r"^\d{4}-\d{2}(-\d{2})?:\d{4}-\d{2}(-\d{2})?$",
+                        description="Before period A:B (YYYY-MM or YYYY-MM-DD).")
+    after: str = Field(..., pattern=r"^\d{4}-\d{2}(-\d{2})?:\d{4}-\d{2}(-\d{2})?$",
+                       description="After period A:B.")
+    id_col: str = Field("spot_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    buffer_m: float = Field(100.0, ge=0, le=2000)
+    categories: list[str] | None = Field(None, max_length=40)
+    weights: str = Field("cchi-national-2026", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    proactive: bool = False
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    _cats = field_validator("categories")(CommonParams._cats.__func__)
+    _weights = field_validator("weights")(CommonParams._weights.__func__)
 
 
 @dataclass
@@ -109,11 +135,17 @@ class RunKind:
     params: type[BaseModel]
     fn: Callable
     modules: tuple[str, ...] = ()
-    uploads: dict = field(default_factory=dict)  # slot -> description
+    uploads: dict = field(default_factory=dict)  # slot -> description; "*" = any slot name
     description: str = ""
+    required: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # slots read as plain tables (not geometry)
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def usable(self) -> bool:
+        """Its geo modules are in this build and the kind is wired to them."""
+        return self.available() and not getattr(self.fn, "not_wired", False)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -159,23 +191,114 @@ def run_cells(p: CellsParams, store, uploads):
     return res
 
 
+def run_hotspots(p: HotspotsParams, store, uploads):
+    from geo.units import SquareGrid
+
+    period, choices, inc = _period_and_incidents(store, p)
+    area = _area(store, uploads)
+    inputs = {"store": "service store", "incidents": len(inc)}
+    if p.method == "kde":
+        from geo.kde import hotspots_kde
+
+        res = hotspots_kde(inc, _weights(p), area=area, period=period, categories=p.categories, cell=p.cell,
+                           bandwidth=p.bandwidth, weight=p.weight or "harm", inputs=inputs)
+    else:
+        from geo.gistar import hotspots_gistar
+
+        units = SquareGrid(p.cell) if p.cell else None
+        res = hotspots_gistar(inc, units, _weights(p), area=area, period=period, categories=p.categories,
+                              band=p.band, weight=p.weight or "count", adjust=p.adjust,
+                              permutations=p.permutations, seed=p.seed, inputs=inputs)
+    res.choices = choices + res.choices
+    return res
+
+
+def run_grip(p: GripParams, store, uploads):
+    from geo.grip import select_spots
+    from geo.period import Period
+
+    period = Period.parse(p.date_from or p.date_to, p.date_to or p.date_from) if (p.date_from or p.date_to) else None
+    inc = store.incidents(categories=p.categories)
+    towns = uploads["towns"]
+    if p.name_col not in towns.columns:
+        raise HarmspotError(f"upload 'towns': no column {p.name_col!r} (name_col); found {', '.join(map(str, towns.columns))}")
+    return select_spots(inc, towns, name_col=p.name_col, n=p.n, budget=p.budget, cell=p.cell, weights=_weights(p),
+                        period=period, area=_area(store, uploads))
+
+
+def run_rtm(p: RtmParams, store, uploads):
+    from geo.factors import factor_from_frame
+    from geo.rtm import risk_terrain
+
+    period, choices, inc = _period_and_incidents(store, p)
+    area = _area(store, uploads)
+    if area is None:
+        raise HarmspotError("rtm needs a study area: the store has none; upload one as 'area'")
+    factors = [factor_from_frame(name, g, source=f"upload {name!r}", area=area, buffer_m=300.0)
+               for name, g in uploads.items() if name != "area"]
+    if not factors:
+        raise HarmspotError("rtm needs at least one risk-factor upload (any slot name, e.g. 'pubs', 'stations')")
+    res = risk_terrain(inc, factors, area, cell=p.cell, block=p.block, seed=p.seed,
+                       inputs={"store": "service store", "incidents": len(inc)})
+    res.choices = choices + res.choices
+    return res
+
+
+def run_dose(p: DoseParams, store, uploads):
+    from geo.patrol import compute_dose, validate_pings
+
+    pings = validate_pings(uploads["pings"], source="upload 'pings'")
+    spots = uploads["spots"]
+    if p.id_col not in spots.columns:
+        raise HarmspotError(f"upload 'spots': no column {p.id_col!r} (id_col); found {', '.join(map(str, spots.columns))}")
+    return compute_dose(pings, spots, p.id_col, gap_factor=p.gap_factor, min_dwell_min=p.min_dwell_min,
+                        max_gap_days=p.max_gap_days)
+
+
+def run_evaluation(p: EvaluationParams, store, uploads):
+    from geo.evaluation import evaluate_areas
+    from geo.harm import WeightTable
+    from geo.period import Period
+
+    inc = store.incidents(categories=p.categories)
+    control = uploads.get("control", "auto")
+    return evaluate_areas(inc, uploads["treated"], control, id_col=p.id_col, buffer_m=p.buffer_m,
+                          before=Period.parse_range(p.before), after=Period.parse_range(p.after),
+                          weights=WeightTable.builtin(p.weights, proactive=p.proactive), categories=p.categories,
+                          area=store.study_area(), seed=p.seed)
+
+
 def _not_wired(kind):
     def fn(p, store, uploads):
         raise NotAvailable(f"run kind {kind!r} is not available in this build (its geo module is not wired yet)")
+    fn.not_wired = True
     return fn
+
+
+AREA = {"area": "optional study-area polygons (.geojson/.gpkg, or .csv with a wkt column); default the store's"}
 
 
 def _registry() -> dict[str, RunKind]:
     kinds = {
-        "cells": RunKind("cells", CellsParams, run_cells, ("geo.aggregate",),
-                         {"area": "optional study-area polygons (.geojson/.gpkg/.csv with WKT)"},
+        "cells": RunKind("cells", CellsParams, run_cells, ("geo.aggregate",), dict(AREA),
                          "Harm-weighted counts per square or H3 cell."),
-        "hotspots": RunKind("hotspots", HotspotsParams, _not_wired("hotspots"), ("geo.gistar", "geo.kde")),
-        "grip": RunKind("grip", GripParams, _not_wired("grip"), ("geo.grip",)),
-        "rtm": RunKind("rtm", RtmParams, _not_wired("rtm"), ("geo.rtm",)),
+        "hotspots": RunKind("hotspots", HotspotsParams, run_hotspots, ("geo.gistar", "geo.kde"), dict(AREA),
+                            "Getis-Ord Gi* hot-spot cells, or a KDE surface (method)."),
+        "grip": RunKind("grip", GripParams, run_grip, ("geo.grip",),
+                        {"towns": "town polygons with a name column (required)", **AREA},
+                        "Grip harm spots per town with a patrol plan.", required=("towns",)),
+        "rtm": RunKind("rtm", RtmParams, run_rtm, ("geo.rtm", "geo.factors"),
+                       {"*": "risk-factor points, one upload per factor named by its slot (pubs, stations...)", **AREA},
+                       "Risk terrain modelling: relative risk surface and priority places."),
         "minerva": RunKind("minerva", MinervaParams, _not_wired("minerva"), ("geo.minerva",)),
-        "dose": RunKind("dose", DoseParams, _not_wired("dose"), ("geo.patrol",)),
-        "evaluation": RunKind("evaluation", EvaluationParams, _not_wired("evaluation"), ("geo.evaluation",)),
+        "dose": RunKind("dose", DoseParams, run_dose, ("geo.patrol",),
+                        {"pings": "GPS pings CSV (unit_id, timestamp, longitude, latitude)",
+                         "spots": "spot polygons with id_col"},
+                        "Patrol dose per spot from GPS pings.", required=("pings", "spots"), tables=("pings",)),
+        "evaluation": RunKind("evaluation", EvaluationParams, run_evaluation, ("geo.evaluation",),
+                              {"treated": "treated spot polygons with id_col (required)",
+                               "control": "control polygons (default: matched automatically)"},
+                              "Before/after evaluation (WDQ, WDD, DiD, SPPT).", required=("treated",)),
     }
     return kinds
 
@@ -241,6 +364,22 @@ def read_upload(slot: str, filename: str, data: bytes, max_rows: int):
     return gdf.to_crs(BNG)
 
 
+def read_table_upload(slot: str, filename: str, data: bytes, max_rows: int):
+    """An uploaded CSV as a plain DataFrame of strings (validated by the analysis, e.g. GPS pings)."""
+    import pandas as pd
+
+    label = f"upload {slot!r} ({filename})"
+    if not (filename or "").lower().endswith(".csv"):
+        raise HarmspotError(f"{label}: send a .csv file")
+    try:
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises several parser errors
+        raise HarmspotError(f"{label}: not a readable CSV ({exc})") from None
+    if len(df) > max_rows:
+        raise HarmspotError(f"{label}: {len(df):,} rows; the limit is {max_rows:,} (HARMSPOT_MAX_UPLOAD_ROWS)")
+    return df
+
+
 # ------------------------------------------------------------------------------------------ worker
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
@@ -270,13 +409,20 @@ class RunManager:
         spec = self.kinds.get(kind)
         if spec is None:
             raise NotFound(f"run kind {kind!r}: use one of {', '.join(self.kinds)}")
-        if not spec.available() or spec.fn.__name__ == "fn":
+        if not spec.usable():
             raise NotAvailable(f"run kind {kind!r} is not available in this build "
                                f"(needs {', '.join(spec.modules)})")
-        unknown = [s for s in upload_slots if s not in spec.uploads]
+        import re
+
+        unknown = [s for s in upload_slots if s not in spec.uploads
+                   and not ("*" in spec.uploads and re.fullmatch(r"[a-z][a-z0-9_]{0,30}", s))]
         if unknown:
             raise InvalidParameter(f"upload {unknown[0]!r}: run kind {kind!r} takes "
                                    f"{', '.join(spec.uploads) or 'no uploads'}")
+        missing = [s for s in spec.required if s not in upload_slots]
+        if missing:
+            raise InvalidParameter(f"run kind {kind!r} needs the upload {missing[0]!r} "
+                                   f"({spec.uploads[missing[0]]}); send multipart/form-data with params + files")
         if not isinstance(raw, dict):
             raise InvalidParameter("run parameters must be a JSON object")
         try:
@@ -305,7 +451,8 @@ class RunManager:
             self.store.update_run(run_id, status="running", started=_now())
             if self.settings.run_delay_seconds:
                 time.sleep(self.settings.run_delay_seconds)
-            frames = {slot: read_upload(slot, fn, data, self.settings.max_upload_rows)
+            frames = {slot: (read_table_upload(slot, fn, data, self.settings.max_upload_rows) if slot in spec.tables
+                             else read_upload(slot, fn, data, self.settings.max_upload_rows))
                       for slot, (fn, data) in uploads.items()}
             result = spec.fn(params, self.store, frames)
             ids = save_result(self.store, result, run_id=run_id, name=spec.name)
