@@ -30,8 +30,9 @@ Method
 3. **Town membership.** A square belongs to the town whose polygon contains its
    centroid (first town in file order wins where towns overlap). A town's area is
    its number of squares, so ``share_area = squares / town squares``.
-4. **Ranking.** Squares by harm, then count, then id (deterministic), harm > 0
-   only. Optional rules, all off by default: ``min_events`` (count at least),
+4. **Ranking.** Squares by harm (rounded to 1e-6 days for ordering, so equal
+   sums tie exactly whatever the summation order), then count, then id
+   (deterministic), harm > 0 only. Optional rules, all off by default: ``min_events`` (count at least),
    ``exclusions`` (squares overlapping an exclusion polygon with positive area
    are never spots), ``separation`` (greedy: a square within that many metres,
    centroid to centroid, of a better spot is skipped), ``merge`` (edge-adjacent
@@ -56,7 +57,6 @@ import pandas as pd
 import shapely
 
 from . import BNG
-from .aggregate import count_units
 from .errors import BoundaryError, EmptyInputError, HarmspotError
 from .harm import WeightTable
 from .incidents import IncidentTable
@@ -214,19 +214,47 @@ def _components(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
-def _trend(recent: np.ndarray, earlier: np.ndarray, p_recent: float, alpha: float = 0.05) -> tuple[list[str], np.ndarray]:
-    from scipy.stats import binomtest
+def _binom_tails(k: np.ndarray, n: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(X <= k) and P(X >= k) for X ~ Binomial(n, p), exact (log-factorial table)."""
+    lo = np.ones(len(k))
+    hi = np.ones(len(k))
+    if not (0 < p < 1) or len(k) == 0:
+        return lo, hi
+    nmax = int(n.max())
+    lf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, nmax + 1)))])
+    for i, (ki, ni) in enumerate(zip(k, n)):
+        j = np.arange(ni + 1)
+        pmf = np.exp(lf[ni] - lf[j] - lf[ni - j] + j * np.log(p) + (ni - j) * np.log1p(-p))
+        lo[i] = min(1.0, pmf[: ki + 1].sum())
+        hi[i] = min(1.0, pmf[ki:].sum())
+    return lo, hi
 
-    out, ratio = [], np.full(len(recent), np.nan)
-    for i, (r, e) in enumerate(zip(recent.astype(int), earlier.astype(int))):
-        n = r + e
-        if n == 0 or not (0 < p_recent < 1):
-            out.append("stable" if n == 0 else "n/a")
-            continue
-        exp = n * p_recent
-        ratio[i] = (r / p_recent) / (e / (1 - p_recent)) if e > 0 else np.inf
-        p = binomtest(r, n, p_recent).pvalue
-        out.append(("up" if r > exp else "down") if p < alpha else "stable")
+
+def _trend(recent: np.ndarray, earlier: np.ndarray, p_recent: float, alpha: float = 0.05) -> tuple[list[str], np.ndarray]:
+    """Recent vs earlier counts: exact binomial test, vectorised.
+
+    Given n = recent + earlier, recent ~ Binomial(n, p_recent) under "no change";
+    two-sided p = min(1, 2 * smaller tail), tails summed exactly from the
+    binomial pmf in log space (no scipy import on the command's path).
+    """
+    r = np.asarray(recent, float)
+    e = np.asarray(earlier, float)
+    n = r + e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(n > 0, (r / p_recent) / (e / (1 - p_recent)), np.nan) if 0 < p_recent < 1 else \
+            np.full(len(r), np.nan)
+        lower, upper = _binom_tails(r.astype(np.int64), n.astype(np.int64), p_recent)
+    p = np.minimum(1.0, 2 * np.minimum(lower, upper))
+    out = []
+    for i in range(len(r)):
+        if n[i] == 0:
+            out.append("stable")
+        elif not (0 < p_recent < 1):
+            out.append("n/a")
+        elif p[i] < alpha:
+            out.append("up" if r[i] > n[i] * p_recent else "down")
+        else:
+            out.append("stable")
     return out, ratio
 
 
@@ -265,6 +293,79 @@ def _previous_ids(previous) -> tuple[set, set, pd.DataFrame | None]:
         for v in prev["cell_ids"].dropna().astype(str):
             cells.update(v.split(";"))
     return ids, cells, prev
+
+
+def town_squares(sel: IncidentTable, town_geoms, cell: float, weights: WeightTable) -> dict:
+    """Harm and counts per BNG square for the squares whose centroid lies in a town.
+
+    The fast kernel of :func:`select_spots` (its slow twin is
+    :func:`geo.aggregate.count_units`, tested to agree exactly): one
+    :class:`geo.units.Lattice` per town over the town's bounds, centroids tested
+    with ``shapely.contains_xy``, incidents summed with ``numpy.bincount`` in table
+    order (the same summation order as ``count_units``, so equal floats).
+    The first town in order owns a square claimed by two.
+
+    Returns a dict of arrays for the squares with at least one incident:
+    ``town`` (town position), ``ix``, ``iy``, ``harm``, ``count``,
+    ``by_category`` ({"count_<type>": array}); and ``town_cells`` (squares per
+    town, incident or not) and ``not_in_town`` (incidents in no town square).
+    """
+    from .units import Lattice
+
+    df = sel.frame
+    x, y = df["x"].to_numpy(float), df["y"].to_numpy(float)
+    w = weights.weights_for(df)
+    cats = df["category"].astype(str).to_numpy()
+    cat_names = sorted(set(cats))
+    cat_code = np.searchsorted(np.array(cat_names, dtype=object), cats) if len(cats) else np.zeros(0, int)
+    counted = np.zeros(len(df), bool)
+    parts = []
+    town_cells = np.zeros(len(town_geoms), np.int64)
+    for ti, g in enumerate(town_geoms):
+        if g is None or g.is_empty:
+            continue
+        lat = Lattice.from_bounds(cell, g.bounds)
+        gx, gy = lat.centres()
+        shapely.prepare(g)
+        inside = shapely.contains_xy(g, gx, gy)
+        flat = np.flatnonzero(inside)
+        cix = flat % lat.nx + lat.ix0
+        ciy = flat // lat.nx + lat.iy0
+        # first town wins: drop centroids already inside an earlier town (bounding boxes overlapping)
+        for tj in range(ti):
+            e = town_geoms[tj]
+            if e is None or e.is_empty or not shapely.intersects(shapely.box(*e.bounds), shapely.box(*g.bounds)):
+                continue
+            fresh = ~shapely.contains_xy(e, (cix + 0.5) * cell, (ciy + 0.5) * cell)
+            flat, cix, ciy = flat[fresh], cix[fresh], ciy[fresh]
+        town_cells[ti] = len(flat)
+        mine = np.zeros(lat.size, bool)
+        mine[flat] = True
+        code = lat.flat(x, y)
+        ok = code >= 0
+        ok[ok] = mine[code[ok]]
+        counted |= ok
+        c = code[ok]
+        n_by = np.bincount(c, minlength=lat.size)
+        hit = np.flatnonzero(n_by)
+        h_by = np.bincount(c, weights=w[ok], minlength=lat.size)
+        cat_by = {}
+        for k, name in enumerate(cat_names):
+            m = cat_code[ok] == k
+            cat_by[f"count_{name}"] = np.bincount(c[m], minlength=lat.size)[hit].astype(np.int64)
+        parts.append({"town": np.full(len(hit), ti, np.int64), "ix": hit % lat.nx + lat.ix0,
+                      "iy": hit // lat.nx + lat.iy0, "harm": h_by[hit], "count": n_by[hit].astype(np.int64),
+                      "by_category": cat_by})
+    keys = ("town", "ix", "iy", "harm", "count")
+    out = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, np.int64 if k != "harm" else float)
+           for k in keys}
+    out["ix"] = out["ix"].astype(np.int64)
+    out["iy"] = out["iy"].astype(np.int64)
+    out["by_category"] = {f"count_{n}": np.concatenate([p["by_category"][f"count_{n}"] for p in parts])
+                          if parts else np.zeros(0, np.int64) for n in cat_names}
+    out["town_cells"] = town_cells
+    out["not_in_town"] = int((~counted).sum())
+    return out
 
 
 # --------------------------------------------------------------------------- main entry
@@ -374,49 +475,42 @@ def select_spots(
     period, pchoices = _resolve_period(incidents, period, as_of)
     choices += pchoices
 
-    inc = incidents.filter(period=period)
+    df_all = incidents.frame
+    in_period = period.mask(df_all["month"], df_all["occurred_at"])
+    keep = in_period.copy()
     outside = 0
     if area is not None:
         geom = area.union_all() if hasattr(area, "union_all") else area
-        before = len(inc)
-        inc = inc.filter(area=geom)
-        outside = before - len(inc)
-    mask, outcome_name, ochoices, cats = outcome_mask(inc, outcome)
+        shapely.prepare(geom)
+        inside = shapely.contains_xy(geom, df_all["x"].to_numpy(float), df_all["y"].to_numpy(float))
+        outside = int((keep & ~inside).sum())
+        keep &= inside
+    mask, outcome_name, ochoices, cats = outcome_mask(incidents, outcome)
     choices += ochoices
     if outcome_name in ("police-uk-proxy", "categories") and "Possession of weapons" in (cats or []) \
             and not weights.proactive:
         choices.append(Choice("possession of weapons", "counted, harm 0",
                               "CCHI proactive rule: weapons possession weighs 0 unless proactive=True (--proactive)"))
-    sel = inc.filter(mask=mask)
-    # exposure for the trend: months (or days) with any data in the window
-    all_frame = inc.frame
+    sel = incidents.filter(mask=keep & mask)
+    # exposure for the trend: months (or days) with any data (any type) in the window
     timed = sel.has_times
     if timed:
-        day = pd.to_datetime(all_frame["occurred_at"]).dt.normalize()
+        day = pd.to_datetime(df_all["occurred_at"][keep]).dt.normalize()
         expo_units = np.array(sorted(day.dropna().unique()))
     else:
-        expo_units = np.array(sorted(all_frame["month"].dropna().astype(str).unique()))
+        expo_units = np.array(sorted(df_all["month"][keep].dropna().astype(str).unique()))
     n_recent = max(1, int(round(len(expo_units) * recent_fraction))) if len(expo_units) else 0
     recent_set = set(expo_units[len(expo_units) - n_recent:]) if n_recent else set()
     p_recent = n_recent / len(expo_units) if len(expo_units) else 0.0
 
-    tgeom = tw.union_all()
-    res = count_units(sel, units, weights, area=gpd_of(tgeom), period=None, clip=False, by_category=True)
-    layer = res.layer
-    n_cells = len(layer)
-    cx = (layer["geometry"].bounds["minx"].to_numpy() + cell / 2)
-    cy = (layer["geometry"].bounds["miny"].to_numpy() + cell / 2)
-    town_of = np.full(n_cells, -1, np.int64)
-    for ti, g in enumerate(tw.geometry.values):
-        shapely.prepare(g)
-        hit = shapely.contains_xy(g, cx, cy) & (town_of < 0)
-        town_of[hit] = ti
-    ix = np.floor(cx / cell).astype(np.int64)
-    iy = np.floor(cy / cell).astype(np.int64)
-    harm = layer["harm"].to_numpy(float)
-    cnt = layer["count"].to_numpy(np.int64)
-    cid = layer["cell_id"].to_numpy(object)
-    count_cols = [c for c in layer.columns if c.startswith("count_")]
+    sq = town_squares(sel, tw.geometry.values, cell, weights)
+    town_of, ix, iy, harm, cnt = sq["town"], sq["ix"], sq["iy"], sq["harm"], sq["count"]
+    n_cells = len(ix)
+    cid = units.ids(ix, iy)
+    cx, cy = (ix + 0.5) * cell, (iy + 0.5) * cell
+    count_cols = sorted(sq["by_category"])
+    catcounts = sq["by_category"]
+    town_cells = sq["town_cells"]
 
     # which squares may be spots
     eligible = (town_of >= 0) & (harm > 0)
@@ -426,7 +520,7 @@ def select_spots(
     if exclusions is not None:
         ex = exclusions.to_crs(BNG) if getattr(exclusions, "crs", None) is not None else exclusions
         exg = ex.union_all() if hasattr(ex, "union_all") else ex
-        boxes = layer.geometry.values
+        boxes = shapely.box(ix * cell, iy * cell, (ix + 1) * cell, (iy + 1) * cell)
         shapely.prepare(exg)
         inter = shapely.intersects(exg, boxes)
         over = np.zeros(n_cells, bool)
@@ -437,10 +531,10 @@ def select_spots(
 
     # per-town order and concentration
     names = list(tw["town"])
-    order_key = np.lexsort((cid.astype(str), -cnt, -harm))  # harm desc, count desc, id asc
+    hkey = np.round(harm, 6)  # float sums of equal weights tie exactly whatever the summation order
+    order_key = np.lexsort((cid.astype(str), -cnt, -hkey))  # harm desc, count desc, id asc
     town_total_h = np.bincount(town_of[town_of >= 0], weights=harm[town_of >= 0], minlength=len(tw))
     town_total_c = np.bincount(town_of[town_of >= 0], weights=cnt[town_of >= 0], minlength=len(tw))
-    town_cells = np.bincount(town_of[town_of >= 0], minlength=len(tw))
     if budget is not None:
         alloc = _hamilton(int(budget), town_total_h, names)
         choices.append(Choice("spots per town", dict(zip(names, alloc.tolist())),
@@ -453,14 +547,22 @@ def select_spots(
     short = {}
     for ti in range(len(tw)):
         ordered = order_key[town_of[order_key] == ti]
-        if len(ordered):
+        nt = int(town_cells[ti])
+        if nt:
             h = harm[ordered]
-            conc_parts.append(pd.DataFrame({
-                "town": names[ti], "k": np.arange(1, len(ordered) + 1), "cell_id": cid[ordered], "harm": h,
-                "share_area": np.arange(1, len(ordered) + 1) / len(ordered),
+            k = np.arange(1, len(ordered) + 1)
+            part = pd.DataFrame({
+                "town": names[ti], "k": k, "cell_id": cid[ordered], "harm": h, "count": cnt[ordered],
+                "share_area": k / nt,
                 "share_harm": np.cumsum(h) / h.sum() if h.sum() > 0 else np.zeros(len(h)),
                 "share_count": np.cumsum(cnt[ordered]) / max(cnt[ordered].sum(), 1),
-            }))
+            })
+            if len(ordered) < nt:  # the squares with no outcome incident close the curve at (1, 1)
+                part = pd.concat([part, pd.DataFrame({
+                    "town": [names[ti]], "k": [nt], "cell_id": [f"({nt - len(ordered)} squares with none)"],
+                    "harm": [0.0], "count": [0], "share_area": [1.0], "share_harm": [1.0 if h.sum() > 0 else 0.0],
+                    "share_count": [1.0 if cnt[ordered].sum() > 0 else 0.0]})], ignore_index=True)
+            conc_parts.append(part)
         cand = ordered[eligible[ordered]]
         chosen: list[int] = []
         for c in cand:
@@ -496,19 +598,20 @@ def select_spots(
     rows = []
     for g in np.unique(group):
         mem = picked_a[group == g]
-        mem = mem[np.lexsort((cid[mem].astype(str), -cnt[mem], -harm[mem]))]
+        mem = mem[np.lexsort((cid[mem].astype(str), -cnt[mem], -hkey[mem]))]
         ti = int(town_of[mem[0]])
         r = {"spot_id": str(cid[mem[0]]), "town": names[ti], "harm": float(harm[mem].sum()),
              "count": int(cnt[mem].sum())}
         for c in count_cols:
-            r[c] = int(layer[c].to_numpy()[mem].sum())
+            r[c] = int(catcounts[c][mem].sum())
         r.update({"cells": len(mem), "cell_ids": ";".join(str(x) for x in cid[mem]), "_members": mem, "_ti": ti})
         rows.append(r)
     spots = pd.DataFrame(rows)
     if spots.empty:
         spots = pd.DataFrame(columns=["spot_id", "town", "harm", "count", *count_cols, "cells", "cell_ids",
                                       "_members", "_ti"])
-    spots = spots.sort_values(["_ti", "harm", "count", "spot_id"], ascending=[True, False, False, True],
+    spots["_hkey"] = np.round(spots["harm"].astype(float), 6)
+    spots = spots.sort_values(["_ti", "_hkey", "count", "spot_id"], ascending=[True, False, False, True],
                               kind="stable").reset_index(drop=True)
     spots["rank"] = spots.groupby("_ti").cumcount() + 1
     tot_h = town_total_h[spots["_ti"].to_numpy(np.int64)] if len(spots) else np.zeros(0)
@@ -596,8 +699,8 @@ def select_spots(
                                             "peak_share", "timing", "easting", "northing"])
 
     # geometry
-    boxes = layer.geometry.values
-    geoms = [shapely.union_all(boxes[np.asarray(mem, np.int64)]) for mem in spots["_members"]]
+    geoms = [shapely.union_all(shapely.box(ix[m] * cell, iy[m] * cell, (ix[m] + 1) * cell, (iy[m] + 1) * cell))
+             for m in (np.asarray(mem, np.int64) for mem in spots["_members"])]
     import geopandas as gpd
 
     cols = ["spot_id", "town", "rank", "harm", "count", "share_harm", "cum_share_harm", "share_area",
@@ -605,7 +708,7 @@ def select_spots(
             "trend", "status", "target_visits_per_day", "target_minutes"] + count_cols
     out = gpd.GeoDataFrame(spots[cols].reset_index(drop=True), geometry=geoms, crs=BNG)
     conc = pd.concat(conc_parts, ignore_index=True) if conc_parts else pd.DataFrame(
-        columns=["town", "k", "cell_id", "harm", "share_area", "share_harm", "share_count"])
+        columns=["town", "k", "cell_id", "harm", "count", "share_area", "share_harm", "share_count"])
     towns_tab = pd.DataFrame({
         "town": names, "cells": town_cells, "harm": town_total_h, "count": town_total_c.astype(np.int64),
         "spots": [int((spots["town"] == t).sum()) for t in names],
@@ -623,7 +726,7 @@ def select_spots(
         "outcome_categories": cats,
         "incidents_in_outcome": int(len(sel)),
         "incidents_outside_area": int(outside),
-        "not_in_any_town_square": int(res.summary["not_in_any_unit"]),
+        "not_in_any_town_square": int(sq["not_in_town"]),
         "statuses": {k: int(v) for k, v in changes["status"].value_counts().items()},
     }
     params = {**units.describe(), "n": int(n) if budget is None else None, "budget": budget,
@@ -633,7 +736,7 @@ def select_spots(
               "town_rule": "a square belongs to the town whose polygon contains its centroid"}
     return AnalysisResult(
         kind="grip", layer=out, params=params, choices=choices, weight_table=weights.describe(), period=period,
-        inputs={"incidents": int(len(incidents)), "incidents_in_period": int(len(inc)), "towns": names},
+        inputs={"incidents": int(len(incidents)), "incidents_in_period": int(in_period.sum()), "towns": names},
         tables={"concentration": conc, "plan": plan, "towns": towns_tab, "changes": changes},
         summary=summary,
     )

@@ -83,7 +83,9 @@ def test_concentration_planted_20_of_769_hold_41_percent(concentration_case):
     conc = r.tables["concentration"]
     row = conc[conc["k"] == 20].iloc[0]
     assert row["share_harm"] == pytest.approx(0.41, abs=1e-12) and row["share_area"] == pytest.approx(20 / 769)
-    assert len(conc) == 769 and conc["share_harm"].iloc[-1] == pytest.approx(1.0)
+    # 610 squares with reports, then one closing row for the 159 empty squares at (1, 1)
+    assert len(conc) == 611 and conc["k"].iloc[-1] == 769
+    assert conc["share_area"].iloc[-1] == 1.0 and conc["share_harm"].iloc[-1] == pytest.approx(1.0)
     # ranks: the 21-report squares first, harm = count x CCHI violence weight (194.21 days)
     assert list(lay["rank"]) == list(range(1, 21))
     assert (lay["count"].iloc[:10] == 21).all() and (lay["count"].iloc[10:] == 20).all()
@@ -178,6 +180,30 @@ def test_rank1_equals_top_cell_and_oracle(town_inc, town):
         top = inside.sort_values(["harm", "count", "cell_id"], ascending=[False, False, True]).iloc[0]
         one = rp.layer[(rp.layer["town"] == name) & (rp.layer["rank"] == 1)].iloc[0]
         assert one["spot_id"] == top["cell_id"] and one["harm"] == pytest.approx(top["harm"], rel=1e-12)
+
+
+def test_fast_kernel_equals_count_units_twin(town_inc, town):
+    # Slow twin: geo.aggregate.count_units (what 'harmspot cells' runs). Same incidents in the same
+    # order -> bit-identical float sums (tolerance 0), same counts per type.
+    from geo.grip import town_squares
+
+    p = Period.parse("2025-01", "2025-12")
+    sel = town_inc.filter(period=p, categories=list(PROXY_CATEGORIES))
+    sq = town_squares(sel, town.towns.geometry.values, C, WeightTable.builtin())
+    twin = count_units(sel, SquareGrid(C), WeightTable.builtin(), area=town.towns, clip=False,
+                       by_category=True).layer
+    cen = twin.geometry.centroid
+    owner = np.full(len(twin), -1)
+    for ti, g in enumerate(town.towns.geometry):
+        owner[(owner < 0) & shapely.contains_xy(g, cen.x.to_numpy(), cen.y.to_numpy())] = ti
+    assert list(sq["town_cells"]) == [int((owner == 0).sum()), int((owner == 1).sum())]
+    twin = twin[(owner >= 0) & (twin["count"] > 0)].set_index("cell_id")
+    ids = SquareGrid(C).ids(sq["ix"], sq["iy"])
+    assert set(ids) == set(twin.index)
+    assert (twin.loc[ids, "harm"].to_numpy() == sq["harm"]).all()
+    assert (twin.loc[ids, "count"].to_numpy() == sq["count"]).all()
+    for col, v in sq["by_category"].items():
+        assert (twin.loc[ids, col].to_numpy() == v).all()
 
 
 def test_stability_same_data_same_ids_and_one_week_changes_only_what_should(town_inc, town):
@@ -351,3 +377,29 @@ def test_cli_grip_contract(tmp_path, town, town_store):
     # bad name column: exit code 2 with a message naming the column
     r3 = run_cli("grip", "--store", path, "--towns", towns, "--name-col", "nope", "--out", out2)
     assert r3.returncode == 2 and "nope" in r3.stderr
+
+
+def test_trend_binomial_tails_match_scipy():
+    # Reference: scipy.stats.binom cdf/sf (tolerance 1e-12 absolute).
+    from scipy.stats import binom
+
+    from geo.grip import _binom_tails
+
+    k = np.array([0, 3, 36, 5, 10, 0, 7])
+    n = np.array([12, 3, 54, 25, 20, 0, 7])
+    lo, hi = _binom_tails(k, n, 0.25)
+    assert np.allclose(lo, binom.cdf(k, n, 0.25), atol=1e-12)
+    assert np.allclose(hi, binom.sf(k - 1, n, 0.25), atol=1e-12)
+
+
+def test_overlapping_towns_first_town_owns_the_square():
+    # Planted: town B overlaps town A's east half; squares there belong to A (first in file order).
+    ta = shapely.box(570_000, 210_000, 570_600, 210_300)
+    tb = shapely.box(570_300, 210_000, 570_900, 210_300)
+    towns = gpd.GeoDataFrame({"name": ["A", "B"]}, geometry=[ta, tb], crs=BNG)
+    x = np.r_[np.full(5, 570_375.0), np.full(3, 570_675.0)]
+    inc = make_incidents(x, np.full(8, 210_075.0), ["Robbery"] * 8)
+    r = select_spots(inc, towns, n=5, period=Period.parse("2025-06"))
+    own = r.layer.set_index("spot_id")["town"]
+    assert own["150m_E570300_N210000"] == "A" and own["150m_E570600_N210000"] == "B"
+    assert list(r.tables["towns"]["cells"]) == [8, 4]
