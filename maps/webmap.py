@@ -173,22 +173,6 @@ def merge_cells(gdf, max_features: int = MAX_FEATURES) -> tuple[object, int]:
     return out, k
 
 
-def _round_coords(geojson: dict, nd: int = 6) -> dict:
-    def r(c):
-        if isinstance(c, (list, tuple)) and c and isinstance(c[0], (int, float)):
-            return [round(float(v), nd) for v in c]
-        return [r(x) for x in c]
-
-    for f in geojson["features"]:
-        g = f.get("geometry")
-        if g and "coordinates" in g:
-            g["coordinates"] = r(g["coordinates"])
-        elif g and g.get("type") == "GeometryCollection":
-            for gg in g["geometries"]:
-                gg["coordinates"] = r(gg["coordinates"])
-    return geojson
-
-
 def _props_frame(gdf, kind: str) -> pd.DataFrame:
     fields = POPUP_FIELDS.get(kind)
     cols = [c for c in gdf.columns if c != gdf.geometry.name]
@@ -209,20 +193,27 @@ def _props_frame(gdf, kind: str) -> pd.DataFrame:
     return pd.DataFrame(gdf[cols])
 
 
-def _feature_collection(gdf, kind: str, colours: list[str]) -> dict:
-    """Compact GeoJSON (WGS84, 6 decimals) with popup properties and the colour in ``_c``."""
-    import geopandas as gpd
+def feature_collection_json(gdf, kind: str, colours: list[str]) -> str:
+    """Compact GeoJSON text (WGS84, coordinates rounded to 6 decimals ~ 0.1 m) with popup properties.
 
-    from maps.export import attribute_rows
+    Vectorised: pandas writes the properties (``to_json(orient="records", lines=True)``) and
+    shapely 2 the geometries (``to_geojson``), so 50,000 cells take about a second. The
+    feature colour is in the ``_c`` property.
+    """
+    import shapely
 
     g = _wgs(gdf)
-    props = attribute_rows(_props_frame(g, kind))
-    geoms = json.loads(gpd.GeoSeries(g.geometry.values, crs=WGS84).to_json(drop_id=True))["features"]
-    feats = []
-    for p, col, gj in zip(props, colours, geoms):
-        p["_c"] = col
-        feats.append({"type": "Feature", "properties": p, "geometry": gj["geometry"]})
-    return _round_coords({"type": "FeatureCollection", "features": feats})
+    props = _props_frame(g, kind).copy()
+    for c in props.columns:
+        if props[c].dtype == object:
+            props[c] = props[c].map(lambda v: ", ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+    props["_c"] = list(colours)
+    lines = [ln for ln in props.to_json(orient="records", lines=True, double_precision=8,
+                                        date_format="iso").split("\n") if ln]
+    geoms = shapely.to_geojson(shapely.transform(g.geometry.values, lambda c: np.round(c, 6)))
+    feats = ",".join('{"type":"Feature","properties":%s,"geometry":%s}' % (p, gj if gj is not None else "null")
+                     for p, gj in zip(lines, geoms))
+    return ('{"type":"FeatureCollection","features":[' + feats + "]}").replace("</", "<\\/")
 
 
 # ============================================================================ surfaces
@@ -388,7 +379,7 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
         Period label; default from the layers' sidecars.
     """
     import folium
-    from branca.element import Element, MacroElement
+    from branca.element import Element
 
     info = MapInfo()
     layers = list(layers)
@@ -456,15 +447,13 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
                                 "renderer": "none"})
             continue
         colours, legend = feature_styles(gdf, L.kind)
-        fc = _feature_collection(gdf, L.kind, colours)
+        fc = feature_collection_json(gdf, L.kind, colours)
         canvas = len(gdf) > canvas_from
         opts = {"kind": L.kind, "css": css, "canvas": canvas, "period": info.period, "value": value_column(gdf),
                 "classcol": next((c for c in gdf.columns if "class" in str(c).lower()), None)}
-        js = (_LAYER_JS.replace("%(data)s", _js_json(fc)).replace("%(opts)s", _js_json(opts))
+        js = (_LAYER_JS.replace("%(data)s", fc).replace("%(opts)s", _js_json(opts))
               .replace("%(group)s", fg.get_name()).replace("%(map)s", m.get_name()))
-        el = MacroElement()
-        el._template = _jinja_script(js)
-        fg.add_child(el)
+        fg.add_child(_script_element(js))
         b = _wgs(gdf).total_bounds
         all_bounds.append([[b[1], b[0]], [b[3], b[2]]])
         if L.kind == "boundary":
@@ -495,9 +484,7 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
     toggle += "".join(
         "document.querySelectorAll('.hs-legend-item').forEach(function(d){ if(d.dataset.layer===%s) d.style.display='none'; });"
         % json.dumps(n) for n in hidden)
-    el = MacroElement()
-    el._template = _jinja_script(toggle)
-    m.add_child(el)
+    m.add_child(_script_element(toggle))
     m.harmspot_info = info
     return m, info
 
@@ -506,12 +493,20 @@ def _js_json(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str).replace("</", "<\\/")
 
 
-def _jinja_script(js: str):
+def _script_element(js: str):
+    """A folium element whose script is ``js`` (passed as a value: Jinja never parses the data)."""
+    from branca.element import MacroElement
     from jinja2 import Template
 
-    # the JS is data, not a template: wrap it in {% raw %}
-    return Template("{% macro script(this, kwargs) %}{% raw %}" + js.replace("{% endraw %}", "") +
-                    "{% endraw %}{% endmacro %}")
+    class _Script(MacroElement):
+        _template = Template("{% macro script(this, kwargs) %}{{ this.js }}{% endmacro %}")
+
+        def __init__(self, code):
+            super().__init__()
+            self._name = "HarmspotScript"
+            self.js = code
+
+    return _Script(js)
 
 
 # ============================================================================ saving
@@ -703,6 +698,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
                  "var cs=(e.getAttribute('class')||'').split(/\\s+/);cs.forEach(function(c){if(c.indexOf('hs-')!==0)return;"
                  "var k=c+':'+e.tagName.toLowerCase();out[k]=(out[k]||0)+1;});});"
                  "return JSON.stringify({counts:out,harmspot:window.harmspot||null,title:document.title,"
+                 "paths:document.querySelectorAll('path.leaflet-interactive').length,"
                  "marking:(document.querySelector('.hs-marking')||{}).textContent||null,"
                  "heading:(document.querySelector('.hs-title h1')||{}).textContent||null});})()")
         # wait until the page's own script has run and the paths are in the DOM
@@ -739,7 +735,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
         return {"load_ms": load_ms, "drawn_ms": drawn_ms, "requests": requests,
                 "external": [u for u in requests if not u.startswith(_LOCAL)], "counts": res["counts"],
                 "harmspot": res["harmspot"], "errors": errors, "title": res["title"], "marking": res["marking"],
-                "heading": res["heading"]}
+                "heading": res["heading"], "paths": res["paths"]}
     finally:
         if ws is not None:
             try:
