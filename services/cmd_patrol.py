@@ -65,7 +65,8 @@ def _write_csv(frame, path: Path) -> Path:
 def run_dose(pings: Path, spots: str, id_col: str, out: Path, *, daily: Path | None = None,
              summary_out: Path | None = None, rejects: Path | None = None, unit_col="unit_id", time_col="timestamp",
              lon_col="longitude", lat_col="latitude", x_col=None, y_col=None, team_col=None, gap_factor=3.0,
-             min_dwell=2.0, on_target="10-20", plan: Path | None = None, max_speed=70.0, max_gap_days=4.0):
+             min_dwell=2.0, on_target="10-20", plan: Path | None = None, max_speed=70.0, max_gap_days=4.0,
+             interactions: Path | None = None):
     """The body of ``harmspot dose`` (also used by the demo); returns (PingTable, AnalysisResult, outputs)."""
     from geo.patrol import compute_dose, read_pings
     from services.ui import console, progress_bar
@@ -93,10 +94,58 @@ def run_dose(pings: Path, spots: str, id_col: str, out: Path, *, daily: Path | N
     outputs["passbys"] = str(_write_csv(res.tables["passbys"], Path(f"{stem}_passbys.csv")))
     if "teams" in res.tables:
         outputs["teams"] = str(_write_csv(res.tables["teams"], Path(f"{stem}_teams.csv")))
+    if interactions:
+        outputs.update(_interactions(interactions, res, out, time_col=time_col, lon_col=lon_col, lat_col=lat_col,
+                                     x_col=x_col, y_col=y_col))
     if pt.rejected or rejects:
         rejects = rejects or Path(f"{stem}_rejects.csv")
         outputs["rejects"] = str(_write_csv(pt.rejects, rejects))
     return pt, res, outputs
+
+
+def _interactions(path: Path, dose_res, out: Path, *, time_col, lon_col, lat_col, x_col, y_col) -> dict:
+    """Count interaction logs (business checks, stop searches...) per spot, week and kind; rows with a bad
+    time or position are written to <out>_interactions_rejects.csv, never dropped quietly."""
+    import numpy as np
+
+    from geo import BNG, WGS84
+    from geo.patrol import LOCAL_TZ, _parse_times, count_interactions
+    from services.ui import console
+
+    logs = _read_table(path)
+    t = _parse_times(logs[time_col], LOCAL_TZ) if time_col in logs.columns else None
+    if t is None:
+        from geo.errors import HarmspotError
+
+        raise HarmspotError(f"{path}: no time column {time_col!r}; columns are {list(logs.columns)}")
+    if x_col:
+        import pandas as pd
+
+        x = pd.to_numeric(logs[x_col], errors="coerce").to_numpy(float)
+        y = pd.to_numeric(logs[y_col], errors="coerce").to_numpy(float)
+    else:
+        import pandas as pd
+        from pyproj import Transformer
+
+        lon = pd.to_numeric(logs[lon_col], errors="coerce").to_numpy(float)
+        lat = pd.to_numeric(logs[lat_col], errors="coerce").to_numpy(float)
+        x, y = Transformer.from_crs(WGS84, BNG, always_xy=True).transform(lon, lat)
+        x, y = np.asarray(x, float), np.asarray(y, float)
+    bad = t.isna().to_numpy() | ~np.isfinite(x) | ~np.isfinite(y)
+    outputs = {}
+    if bad.any():
+        rej = logs[bad].assign(reason=np.where(t.isna().to_numpy()[bad], "unparsable time", "unparsable coordinates"))
+        outputs["interaction_rejects"] = str(_write_csv(rej, Path(f"{Path(out).with_suffix('')}_interactions_rejects.csv")))
+        console.print(f"[yellow]![/] interactions: {int(bad.sum())} of {len(logs)} rows rejected "
+                      f"(see {outputs['interaction_rejects']})")
+    kind_col = "kind" if "kind" in logs.columns else None
+    spots = dose_res.layer[["spot_id", "geometry"]]
+    ok = ~bad
+    tab = count_interactions(logs[ok].reset_index(drop=True), spots, x=x[ok], y=y[ok], t=t[ok].reset_index(drop=True),
+                             kind_col=kind_col)
+    outputs["interactions"] = str(_write_csv(tab, Path(f"{Path(out).with_suffix('')}_interactions.csv")))
+    console.print(f"interactions: {len(logs) - int(bad.sum()):,} read, {int(tab['count'].sum()):,} inside spots")
+    return outputs
 
 
 def register(app) -> None:
@@ -126,6 +175,8 @@ def register(app) -> None:
                                             "(spot_id, date, treated) for compliance."),
         max_speed: float = typer.Option(70.0, "--max-speed", help="m/s; spikes faster than this are rejected."),
         max_gap: float = typer.Option(4.0, "--max-gap", help="Flag spots with more days than this between visits."),
+        interactions: Optional[Path] = typer.Option(None, "--interactions", help="Interaction log CSV (time, "
+                                                    "position, optional 'kind'): counted per spot and week."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
     ):
         """Visits and daily patrol dose per spot from officers' GPS pings (rejects reported with reasons)."""
@@ -135,7 +186,7 @@ def register(app) -> None:
                                     unit_col=unit_col, time_col=time_col, lon_col=lon_col, lat_col=lat_col,
                                     x_col=x_col, y_col=y_col, team_col=team_col, gap_factor=gap_factor,
                                     min_dwell=min_dwell, on_target=on_target, plan=plan, max_speed=max_speed,
-                                    max_gap_days=max_gap)
+                                    max_gap_days=max_gap, interactions=interactions)
         echo_choices(res)
         s = res.summary
         console.print(f"{s['visits']:,} visits ({s['on_target_visits']:,} on target), {s['passbys']:,} pass-bys, "

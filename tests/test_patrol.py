@@ -172,3 +172,26 @@ def test_cli_dose_missing_column_exits_2(tmp_path):
         main(["dose", "--pings", str(tmp_path / "p.csv"), "--spots", str(tmp_path / "spots.geojson"),
               "--id-col", "cell_id", "--out", str(tmp_path / "v.csv")])
     assert e.value.code == 2
+
+
+def test_cli_dose_interactions(tmp_path):
+    """--interactions counts logs per spot and ISO week; an unparsable row is rejected, not dropped. SYNTHETIC."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    _pings(range(15)).to_csv(tmp_path / "pings.csv", index=False)
+    SPOT.to_file(tmp_path / "spots.geojson", driver="GeoJSON")
+    pd.DataFrame({"timestamp": ["2025-03-03T10:00:00+00:00", "2025-03-04T10:00:00+00:00", "bad",
+                                "2025-03-04T11:00:00+00:00"],
+                  "easting": [X0 + 10, X0 + 20, X0 + 30, X0 - 900], "northing": [Y0 + 10] * 4,
+                  "kind": ["business check", "stop search", "stop search", "stop search"]}).to_csv(
+        tmp_path / "logs.csv", index=False)
+    r = CliRunner().invoke(app, ["dose", "--pings", str(tmp_path / "pings.csv"), "--spots",
+                                 str(tmp_path / "spots.geojson"), "--id-col", "cell_id", "--x-col", "easting",
+                                 "--y-col", "northing", "--out", str(tmp_path / "visits.csv"),
+                                 "--interactions", str(tmp_path / "logs.csv")])
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "visits_interactions.csv")
+    assert t["count"].sum() == 2 and set(t["kind"]) == {"business check", "stop search"}
+    assert len(pd.read_csv(tmp_path / "visits_interactions_rejects.csv")) == 1
