@@ -465,3 +465,128 @@ def test_audit_log_records_who_asked_for_what(api):
                for e in entries)
     assert any(e["role"] is None and e["status"] == 401 for e in entries)
     assert all(api.keys["viewer"] not in json.dumps(e) for e in entries)  # the key itself is never logged
+
+
+# ============================================================================== every run kind (DuckDB store)
+@pytest.fixture(scope="module")
+def kinds_api(tmp_path_factory, town):
+    """Default limits, DuckDB store; the run kinds are checked against direct calls of the geo functions."""
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.settings import Settings
+    from services.store import DuckDBStore
+
+    tmp = tmp_path_factory.mktemp("kinds")
+    store = DuckDBStore(tmp / "kinds.duckdb")
+    ids = populate(store, town, tmp)
+    keys = make_keys(store)
+    app = create_app(Settings(store=str(store.url), rate_limit_per_minute=0), store=store)
+    with TestClient(app) as client:
+        yield Api(client, ids, keys, store, "duckdb")
+    store.close()
+
+
+def _geojson(gdf) -> tuple:
+    return ("layer.geojson", gdf.to_crs("EPSG:4326").to_json().encode(), "application/geo+json")
+
+
+def _roundtrip(gdf):
+    """What the service sees of an uploaded layer (WGS84 GeoJSON back to BNG: sub-mm differences decide
+    points that lie exactly on a square's edge)."""
+    import geopandas as gpd
+
+    return gpd.read_file(io.BytesIO(_geojson(gdf)[1])).to_crs("EPSG:27700")
+
+
+def _run(api, kind, params, files=None):
+    if files:
+        r = api.post(f"/runs/{kind}", "analyst", data={"params": json.dumps(params)}, files=files)
+    else:
+        r = api.post(f"/runs/{kind}", "analyst", json=params)
+    assert r.status_code == 202, r.text
+    run = api.wait_run(r.json()["run_id"], timeout=180)
+    assert run["status"] == "done", run
+    return run
+
+
+def test_run_hotspots_gistar_equals_direct_call(kinds_api):
+    from geo.gistar import hotspots_gistar
+    from geo.harm import WeightTable
+    from geo.period import Period
+
+    api = kinds_api
+    run = _run(api, "hotspots", {"method": "gistar", "from": "2025-01", "to": "2025-06"})
+    p = Period.parse("2025-01", "2025-06")
+    truth = hotspots_gistar(api.store.incidents(period=p), None, WeightTable.builtin(), area=api.store.study_area(),
+                            period=p)
+    fc = api.get(f"/layers/{run['layer_ids'][0]}", "viewer", params={"limit": 50_000}).json()
+    got = sorted((f["properties"]["cell_id"], f["properties"]["gistar_bin"]) for f in fc["features"])
+    exp = sorted(zip(truth.layer["cell_id"], truth.layer["gistar_bin"].astype(int)))
+    assert got == exp
+    assert any(c["name"] == "period start" for c in run["choices"]) is False  # given, not automatic
+
+
+def test_run_hotspots_kde_is_a_raster_layer(kinds_api):
+    from geo.harm import WeightTable
+    from geo.kde import hotspots_kde
+    from services.layers import layer_data
+
+    api = kinds_api
+    run = _run(api, "hotspots", {"method": "kde", "bandwidth": 400})
+    meta = api.store.get_layer(run["layer_ids"][0])
+    assert meta["layer_type"] == "raster"
+    truth = hotspots_kde(api.store.incidents(), WeightTable.builtin(), area=api.store.study_area(), bandwidth=400.0)
+    got = layer_data(api.store, meta)
+    assert got.array.shape == truth.layer.array.shape
+    np.testing.assert_allclose(np.nanmax(got.array), np.nanmax(truth.layer.array), rtol=1e-6)  # float32 storage
+
+
+def test_run_grip_needs_towns_and_equals_direct_call(kinds_api, town):
+    from geo.grip import select_spots
+    from geo.harm import WeightTable
+
+    api = kinds_api
+    r = api.post("/runs/grip", "analyst", json={"n": 5})
+    assert r.status_code == 400 and "'towns'" in r.json()["error"]["message"]
+    run = _run(api, "grip", {"n": 5}, {"towns": _geojson(town.towns)})
+    truth = select_spots(api.store.incidents(), _roundtrip(town.towns), n=5, weights=WeightTable.builtin(),
+                         area=api.store.study_area())
+    fc = api.get(f"/layers/{run['layer_ids'][0]}", "viewer", params={"limit": 50_000}).json()
+    id_col = "cell_id" if "cell_id" in truth.layer.columns else truth.layer.columns[0]
+    assert sorted(f["properties"][id_col] for f in fc["features"]) == sorted(truth.layer[id_col])
+
+
+def test_run_dose_and_evaluation_equal_direct_calls(kinds_api):
+    from geo.evaluation import evaluate_areas
+    from geo.harm import WeightTable
+    from geo.patrol import compute_dose, validate_pings
+    from geo.period import Period
+    from geo.synth_patrol import make_patrol_scenario
+
+    api = kinds_api
+    sc = make_patrol_scenario(42)
+    pings_csv = sc.pings.to_csv(index=False).encode()
+    run = _run(api, "dose", {}, {"pings": ("pings.csv", pings_csv, "text/csv"), "spots": _geojson(sc.spots)})
+    truth = compute_dose(validate_pings(sc.pings.astype(str)), _roundtrip(sc.spots), "spot_id")
+    assert run["summary"]["visits"] == truth.summary["visits"]
+    before, after = f"{sc.before[0]}:{sc.before[1]}", f"{sc.after[0]}:{sc.after[1]}"
+    ev = _run(api, "evaluation", {"before": before, "after": after}, {"treated": _geojson(sc.treated),
+                                                                      "control": _geojson(sc.control)})
+    direct = evaluate_areas(api.store.incidents(), _roundtrip(sc.treated), _roundtrip(sc.control), before=Period.parse_range(before),
+                            after=Period.parse_range(after), weights=WeightTable.builtin(),
+                            area=api.store.study_area())
+    assert ev["summary"]["counts"]["wdd"] == pytest.approx(direct.summary["counts"]["wdd"], rel=1e-9)
+
+
+def test_run_rtm_with_one_factor(kinds_api, town):
+    from geo.factors import factor_from_frame
+    from geo.rtm import risk_terrain
+
+    api = kinds_api
+    run = _run(api, "rtm", {}, {"pubs": _geojson(town.features["pubs"])})
+    area = api.store.study_area()
+    truth = risk_terrain(api.store.incidents(), [factor_from_frame("pubs", town.features["pubs"], area=area,
+                                                                   buffer_m=300.0)], area)
+    assert run["summary"]["max_rrs"] == pytest.approx(truth.summary["max_rrs"], rel=1e-9)
+    assert api.store.get_layer(run["layer_ids"][0])["layer_type"] == "raster"
