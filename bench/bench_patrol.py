@@ -167,7 +167,7 @@ def main(argv=None):
         *checks,
         f"- Peak RSS of the benchmark process: {self_peak_rss_mb():,.0f} MiB.",
         "- Target (issue 6): compute_dose within 3x of the bare STRtree pass over the same pings, same run.",
-        "- harmspot's STRtree step skips pings outside the spots' overall bounding box and queries in 1M chunks "
+        "- harmspot's STRtree step first drops pings in lattice cells no spot's bounding box touches (exact pre-filter) and queries in 1M chunks "
         "(bounded memory); the bare pass builds all points at once.",
         "",
         SHARED_MACHINE_NOTE,
