@@ -305,9 +305,11 @@ def _lasso_path(U, ys, cnt, alphas=None):
     from glum import GeneralizedLinearRegressor
 
     kw = dict(alphas=alphas) if alphas is not None else dict(n_alphas=25, min_alpha_ratio=1e-3)
+    from threadpoolctl import threadpool_limits
+
     m = GeneralizedLinearRegressor(family="poisson", l1_ratio=1.0, alpha_search=True, fit_intercept=True,
                                    max_iter=200, **kw)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         m.fit(U, ys / cnt, sample_weight=cnt)
     return m
@@ -461,10 +463,13 @@ def fit_rtm(cands: CandidateSet, y: np.ndarray, *, cv: int = 5, seed: int = 0,
     idx = [cands.meta.index[cands.meta["var"] == v][0] for v in names]
     Xs = cands.X[:, idx]
     fits, paths, bic = {}, {}, {}
+    from threadpoolctl import threadpool_limits
+
     for i, fam in enumerate(families, start=1):
         if progress:
             progress(i, 3, f"stepwise BIC ({fam})")
-        sel, res, path = stepwise_bic(Xs, y, names, fam)
+        with threadpool_limits(1):  # BLAS threads only oversubscribe shared cores for these small fits
+            sel, res, path = stepwise_bic(Xs, y, names, fam)
         fits[fam], paths[fam], bic[fam] = (sel, res), path, _bic(res, len(y))
     fam = min(bic, key=bic.get)
     sel, res = fits[fam]
