@@ -636,7 +636,6 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
     fit = fit_rtm(cands, y, cv=cv, seed=seed, progress=progress)
     choices.append(Choice("lasso penalty", f"{fit.lasso['alpha']:.3g}",
                           f"lowest {cv}-fold cross-validated Poisson deviance"))
-    other = {k: v for k, v in fit.bic.items() if k != fit.family}
     choices.append(Choice("distribution", fit.family, "lower BIC (" + ", ".join(
         f"{k} {v:,.1f}" for k, v in fit.bic.items()) + ")"))
     rrs = fit.rrs()
@@ -674,7 +673,6 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         "priority_places": int(len(places)),
         "priority_incident_share": float(places["incidents"].sum() / max(y.sum(), 1)),
         "priority_area_share": float(places["cells"].sum() / grid.n) if len(places) else 0.0,
-        "not_modelled": other and f"{', '.join(other)} had the higher BIC",
     }
     params = {"cell_m": float(cell), "block_m": float(block), "distances_m": [float(d) for d in distances],
               "forms": list(forms), "cv_folds": cv, "seed": seed, "priority": priority,
