@@ -177,6 +177,189 @@ def _town_seed(seed: int, town: str) -> int:
     return _seed_for(seed, town)
 
 
+def _read_points(path, name: str, **kw):
+    """A points file for Minerva: CSV (lon/lat or easting/northing columns) or any vector file."""
+    import pandas as pd
+
+    from geo.errors import HarmspotError
+    from geo.minerva import points_from_frame
+
+    p = Path(path)
+    if not p.exists():
+        raise HarmspotError(f"{name} {p}: file not found")
+    if p.suffix.lower() in (".csv", ".gz", ".txt"):
+        try:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
+        except (ValueError, OSError) as exc:
+            raise HarmspotError(f"{name} {p}: cannot be read as CSV ({exc})") from None
+        return points_from_frame(df, f"{name} {p}", **kw)
+    import geopandas as gpd
+
+    try:
+        g = gpd.read_file(p)
+    except Exception as exc:  # pyogrio raises its own error family
+        raise HarmspotError(f"{name} {p}: cannot be read ({exc})") from None
+    if g.crs is None:
+        raise HarmspotError(f"{name} {p}: has no CRS; save it with one (EPSG:27700 or EPSG:4326)")
+    g = g.to_crs("EPSG:27700")
+    if "time" not in g.columns:
+        g["time"] = pd.NaT
+    if "reason" not in g.columns:
+        g["reason"] = pd.NA
+    return g
+
+
+def _parse_weights(text: str | None) -> dict | None:
+    from geo.errors import HarmspotError
+
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise HarmspotError(f"--weights {text!r}: use NAME=NUMBER pairs, e.g. offences=0.5,fear=0.4,context=0.1")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise HarmspotError(f"--weights {text!r}: {v!r} is not a number") from None
+    return out
+
+
 def _register_minerva(app) -> None:
-    """Placeholder until geo.minerva lands."""
-    return None
+    """Add ``harmspot minerva``."""
+
+    @app.command(epilog="Example: harmspot minerva --store town.duckdb --units square --cell 250 --fear fear.csv "
+                 "--layer pubs=pubs.csv --layer stations=stations.csv --out zones.geojson --json")
+    def minerva(
+        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        units: str = typer.Option(..., "--units", help="Unit polygons FILE (Output Areas, LSOAs), or 'square' / 'h3'."),
+        id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the --units FILE."),
+        cell: float = typer.Option(250.0, "--cell", help="Square size (m) with --units square."),
+        res: int = typer.Option(9, "--res", help="H3 resolution with --units h3."),
+        population_col: Optional[str] = typer.Option(None, "--population-col", help="Residents per unit (rates "
+                                                      "per 1,000); default rates per km²."),
+        fear: Path = typer.Option(..., "--fear", help="Felt-unsafe points: CSV with lon/lat or easting/northing, "
+                                  "a time and a reason column."),
+        fear_time: Optional[str] = typer.Option(None, "--fear-time", help="Time column of --fear (auto-detected)."),
+        fear_reason: Optional[str] = typer.Option(None, "--fear-reason", help="Reason column of --fear (auto)."),
+        layer: Optional[List[str]] = typer.Option(None, "--layer", help="Context layer NAME=FILE (points); repeat."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Composite weights, e.g. "
+                                              "offences=0.45,fear=0.45,context=0.1 (or per layer name)."),
+        date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM (default: first month in store)."),
+        date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM (default: latest month in store)."),
+        vawg: str = typer.Option("auto", "--vawg", help="auto | flag (force data) | proxy (police.uk types)."),
+        proxy_category: Optional[List[str]] = typer.Option(None, "--proxy-category", help="police.uk types for the "
+                                                           "proxy (default Violence and sexual offences); repeat."),
+        include_domestic: bool = typer.Option(False, "--include-domestic", help="Keep domestic-flagged VAWG."),
+        rr_min: float = typer.Option(1.5, "--rr", help="Smoothed relative risk a unit needs to be high."),
+        alpha: float = typer.Option(0.05, "--alpha", help="Poisson significance level for high."),
+        min_units: int = typer.Option(2, "--min-units", help="Units a coincident zone needs to be a Minerva Zone."),
+        districts: Optional[str] = typer.Option(None, "--districts", help="District / CSP polygons (owner)."),
+        district_col: str = typer.Option("name", "--district-col", help="Name column of --districts."),
+        out: Path = typer.Option(..., "--out", help="Zones: .geojson, .gpkg, .csv or .parquet."),
+        units_out: Optional[Path] = typer.Option(None, "--units-out", help="Per-unit rates, flags and types."),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    ):
+        """Minerva zones: where VAWG offences and felt-unsafe reports coincide, and where they do not."""
+        from geo.categories import resolve_categories
+        from geo.errors import HarmspotError
+        from geo.minerva import h3_units, minerva_zones, square_units
+        from geo.result import AnalysisResult, Choice
+        from maps.export import write_result
+        from services.cli import load_area, open_cli_store, resolve_period
+        from services.ui import console, echo_choices, echo_params, print_json, progress_bar
+
+        cats = resolve_categories(proxy_category) if proxy_category else None
+        w = _parse_weights(weights)
+        fear_pts = _read_points(fear, "--fear", time_col=fear_time, reason_col=fear_reason)
+        ctx = {}
+        for spec in layer or []:
+            if "=" not in spec:
+                raise HarmspotError(f"--layer {spec!r}: use NAME=FILE, e.g. --layer pubs=pubs.csv")
+            k, v = spec.split("=", 1)
+            ctx[k.strip()] = _read_points(v, f"--layer {k.strip()}")
+        with progress_bar("minerva", total=3) as cb:
+            with open_cli_store(store, read_only=False) as st:
+                period, pchoices = resolve_period(st, date_from, date_to)
+                inc = st.incidents(period=period)
+                area = st.study_area()
+                url = st.url
+            cb(1, 3, "units")
+            extra = []
+            if units in ("square", "h3"):
+                if area is None:
+                    raise HarmspotError(f"--units {units}: the store has no study area to cover; "
+                                        "ingest with --boundary or give a polygon FILE")
+                u = square_units(area, cell) if units == "square" else h3_units(area, res)
+                uid = "unit_id"
+                extra.append(Choice("units", f"{len(u):,} {'squares of ' + format(cell, 'g') + ' m' if units == 'square' else 'H3 cells res ' + str(res)}",
+                                    "covering the store's study area", automatic=False))
+            else:
+                u = load_area(units)
+                if id_col is None:
+                    raise HarmspotError(f"--units {units}: give --id-col naming the units' id column "
+                                        f"(columns: {[c for c in u.columns if c != 'geometry']})")
+                uid = id_col
+            dist = load_area(districts, district_col) if districts else None
+            cb(2, 3, "zones")
+            result: AnalysisResult = minerva_zones(
+                u, inc, fear_pts, id_col=uid, layers=ctx, population_col=population_col, weights=w,
+                period=period, vawg=vawg, proxy_categories=cats, include_domestic=include_domestic,
+                rr_min=rr_min, alpha=alpha, min_units=min_units, districts=dist,
+                district_col="name" if dist is not None else district_col)
+            result.choices = pchoices + extra + result.choices
+            result.inputs.update({"store": url, "fear": str(fear), "units": units})
+            write_result(result, out)
+            if units_out:
+                write_result(AnalysisResult(kind="minerva-units", layer=result.extra_layers["units"],
+                                            params=result.params, choices=result.choices, period=period,
+                                            summary=result.summary), units_out)
+            cb(3, 3, "done")
+        echo_choices(result)
+        echo_params(result)
+        s = result.summary
+        console.print(f"{s['minerva_zones']} Minerva Zone(s), {s['zones_of_local_interest']} of local interest "
+                      f"from {s['units']:,} units -> {out}")
+        for t, k in s["typology"].items():
+            console.print(f"  {t}: {k:,} units")
+        if as_json:
+            zl = [{k: r[k] for k in ("zone_id", "priority", "category", "type", "units", "score", "district",
+                                     "drivers")} for _, r in result.tables["zones"].iterrows()]
+            print_json({**s, "out": str(out), "units_out": str(units_out) if units_out else None,
+                        "params": result.params, "period": period.to_dict(),
+                        "choices": [c.to_dict() for c in result.choices], "zones": zl})
+
+
+def demo_step(ctx) -> None:
+    """Grip harm spots for the two towns, and Minerva VAWG zones with SYNTHETIC fear reports."""
+    from geo.synth_minerva import make_fear_points
+
+    town = ctx.town
+    towns_file = ctx.out / "inputs" / "towns.gpkg"
+    if not towns_file.exists():
+        town.towns.to_file(towns_file, driver="GPKG")
+    grip_out = ctx.out / "grip_spots.geojson"
+    plan = ctx.out / "grip_plan.csv"
+    _call(["grip", "--store", str(ctx.store_path), "--towns", str(towns_file), "--name-col", "name", "--n", "10",
+           "--cell", "150", "--out", str(grip_out), "--plan", str(plan), "--crossover", "4", "--seed", "1",
+           "--schedule", str(ctx.out / "grip_crossover.csv")])
+    ctx.add("Grip harm spots (GeoJSON)", grip_out)
+    ctx.add("Grip patrol plan (CSV)", plan)
+    ctx.add("Grip crossover schedule (CSV)", ctx.out / "grip_crossover.csv")
+    fear = ctx.out / "inputs" / "fear_reports_SYNTHETIC.csv"
+    make_fear_points(town, n=600, seed=7).to_csv(fear, index=False)
+    zones = ctx.out / "minerva_zones.geojson"
+    _call(["minerva", "--store", str(ctx.store_path), "--units", "square", "--cell", "250", "--fear", str(fear),
+           "--layer", f"pubs={ctx.out / 'inputs' / 'pubs.csv'}", "--layer",
+           f"stations={ctx.out / 'inputs' / 'stations.csv'}", "--districts", str(towns_file),
+           "--out", str(zones), "--units-out", str(ctx.out / "minerva_units.csv")])
+    ctx.add("Minerva zones (GeoJSON; fear reports SYNTHETIC)", zones)
+    ctx.add("Minerva units (CSV)", ctx.out / "minerva_units.csv")
+
+
+def _call(argv):
+    """Run a harmspot command in-process (the demo's way of chaining steps)."""
+    from services.cli import app
+
+    app(args=argv, standalone_mode=False)
