@@ -93,12 +93,13 @@ def main(argv=None):
     t_h, info = run_harmspot(gdf, tmp / "harmspot.html")
     r_h = browser_check(tmp / "harmspot.html", timeout=300, settle_ms=0)
     rows.append(("harmspot build_map (canvas)", n, info.layers[0]["drawn"], t_h, (tmp / "harmspot.html").stat().st_size,
-                 r_h["load_ms"], r_h["harmspot"]["layers"]["hs-cells"]["features"], len(r_h["external"])))
+                 r_h["load_ms"], r_h["harmspot"]["layers"]["hs-cells"]["features"], len(r_h["external"]),
+                 r_h["js_heap_mb"], r_h["nodes"]))
     print(rows[-1], flush=True)
     t_e = run_explore(gdf, tmp / "explore.html")
     r_e = browser_check(tmp / "explore.html", timeout=300, settle_ms=0)
     rows.append(("geopandas explore() (SVG)", n, n, t_e, (tmp / "explore.html").stat().st_size, r_e["load_ms"], r_e["paths"],
-                 len(r_e["external"])))
+                 len(r_e["external"]), r_e["js_heap_mb"], r_e["nodes"]))
     print(rows[-1], flush=True)
     if not a.quick:
         big = synthetic_cells(200_000, seed=2)
@@ -106,10 +107,10 @@ def main(argv=None):
         r_b = browser_check(tmp / "harmspot_200k.html", timeout=300, settle_ms=0)
         rows.append((f"harmspot 200k cells (merged x{info_b.choices[0].value.split('x')[-1] if info_b.choices else 1})",
                      200_000, info_b.layers[0]["drawn"], t_b, (tmp / "harmspot_200k.html").stat().st_size,
-                     r_b["load_ms"], r_b["harmspot"]["layers"]["hs-cells"]["features"], len(r_b["external"])))
+                     r_b["load_ms"], r_b["harmspot"]["layers"]["hs-cells"]["features"], len(r_b["external"]),
+                     r_b["js_heap_mb"], r_b["nodes"]))
         print(rows[-1], flush=True)
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     import os
 
@@ -122,18 +123,20 @@ def main(argv=None):
         f"shapely {shapely.__version__}, {chrome_v} (headless, --no-sandbox, dead proxy).",
         "Cells: synthetic 150 m BNG squares, every cell with count > 0 (so all are drawn).",
         "",
-        "| page | cells in | drawn | build s | HTML MB | Chromium load ms | page-counted | external requests |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| page | cells in | drawn | build s | HTML MB | Chromium load ms | JS heap MB | DOM nodes | page-counted | external requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, nin, drawn, t, size, load, counted, ext in rows:
-        lines.append(f"| {name} | {nin:,} | {drawn:,} | {t:.1f} | {size / 1e6:.1f} | {load:,.0f} | "
+    for name, nin, drawn, t, size, load, counted, ext, heap, nodes in rows:
+        lines.append(f"| {name} | {nin:,} | {drawn:,} | {t:.1f} | {size / 1e6:.1f} | {load:,.0f} | {heap:,.0f} | "
+                     f"{nodes:,.0f} | "
                      f"{'' if counted is None else f'{counted:,}'} | {ext} |")
     h, e = rows[0], rows[1]
     lines += [
         "",
         f"Ratios harmspot / explore() at {n:,} cells: HTML size {h[4] / e[4]:.2f}, Chromium load time "
         f"{h[5] / e[5]:.2f}, build time {h[3] / e[3]:.2f}.",
-        f"Peak RSS: Python {self_rss:,.0f} MB, Chromium (largest child) {child_rss:,.0f} MB.",
+        f"Peak RSS of the Python process (builds): {self_rss:,.0f} MB. Chromium memory: the page's JS heap "
+        "(DevTools Performance.getMetrics JSHeapUsedSize) in the table.",
         "",
         "page-counted = features the page reports drawn (harmspot: its own layer count; explore: SVG "
         "`path.leaflet-interactive` elements in the DOM). "

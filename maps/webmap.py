@@ -511,14 +511,33 @@ def _script_element(js: str):
 
 # ============================================================================ saving
 def offline_assets() -> dict:
-    """URL -> file content for the CDN files folium links, from the ``folium-offline`` package."""
+    """URL -> file content for the CDN files folium links, from the ``folium-offline`` package.
+
+    ``$HARMSPOT_LEAFLET_DIR`` (a folder holding ``leaflet.js`` and ``leaflet.css``, e.g. the
+    ``package/dist`` folder of ``npm pack leaflet@1.9.3``) overrides the two Leaflet files, and
+    is enough on its own when folium-offline is not installed.
+    """
+    import os
+
+    res = {}
     try:
         from offlinefolium import elements as _el
-    except ImportError as exc:  # pragma: no cover - depends on the install
+
+        res.update(_el._res)
+    except ImportError:
+        pass
+    d = os.environ.get("HARMSPOT_LEAFLET_DIR")
+    if d:
+        for url, name in ((LEAFLET_JS, "leaflet.js"), (LEAFLET_CSS, "leaflet.css")):
+            f = Path(d) / name
+            if not f.exists():
+                raise OfflineError(f"$HARMSPOT_LEAFLET_DIR={d}: no {name} there")
+            res[url] = f.read_text(encoding="utf-8")
+    if LEAFLET_JS not in res:
         raise OfflineError(
-            "offline maps need the PyPI package 'folium-offline' (it ships Leaflet's files): "
-            "pip install folium-offline, or use --cdn to link the CDN instead") from exc
-    return _el._res
+            "offline maps need Leaflet's files: pip install folium-offline (PyPI), or set $HARMSPOT_LEAFLET_DIR "
+            "to a folder with leaflet.js and leaflet.css (npm pack leaflet@1.9.3), or use --cdn")
+    return res
 
 
 _SCRIPT_SRC = re.compile(r'<script\s+src="(https?://[^"]+)"\s*>\s*</script>')
@@ -609,7 +628,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
     """Open a map in headless Chromium through the DevTools protocol and report what drew.
 
     Returns ``{"load_ms", "drawn_ms", "requests", "external", "counts", "harmspot", "errors",
-    "title"}``: every URL the page requested (``Network.requestWillBeSent``), those that are not
+    "title", "marking", "heading", "paths", "js_heap_mb", "nodes"}``: every URL the page requested (``Network.requestWillBeSent``), those that are not
     local (``file:``/``data:``/``blob:``), per layer CSS class the number of SVG paths, image
     overlays and rank labels in the rendered DOM, the page's own per-layer feature counts
     (``window.harmspot``) and JavaScript exceptions. ``block_network`` also points Chromium at
@@ -687,6 +706,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
         call("Network.enable")
         call("Page.enable")
         call("Runtime.enable")
+        call("Performance.enable")
         call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
         t_nav = time.perf_counter()
         call("Page.navigate", url=url)
@@ -712,6 +732,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
         r = call("Runtime.evaluate", expression=probe, returnByValue=True)
         res = json.loads(r["result"]["value"])
         drawn_ms = (time.perf_counter() - t_nav) * 1000
+        metrics = {m["name"]: m["value"] for m in call("Performance.getMetrics").get("metrics", [])}
         if screenshot:
             shot = call("Page.captureScreenshot", format="png")
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
@@ -735,7 +756,8 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
         return {"load_ms": load_ms, "drawn_ms": drawn_ms, "requests": requests,
                 "external": [u for u in requests if not u.startswith(_LOCAL)], "counts": res["counts"],
                 "harmspot": res["harmspot"], "errors": errors, "title": res["title"], "marking": res["marking"],
-                "heading": res["heading"], "paths": res["paths"]}
+                "heading": res["heading"], "paths": res["paths"],
+                "js_heap_mb": metrics.get("JSHeapUsedSize", 0) / 2**20, "nodes": metrics.get("Nodes")}
     finally:
         if ws is not None:
             try:

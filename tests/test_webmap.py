@@ -156,3 +156,18 @@ def test_layer_kinds_and_colours():
 def test_nothing_to_map():
     with pytest.raises(wm.HarmspotError, match="nothing to map"):
         wm.build_map([])
+
+
+def test_leaflet_dir_override(cells_file, tmp_path, monkeypatch):
+    """$HARMSPOT_LEAFLET_DIR (e.g. npm pack leaflet@1.9.3's dist folder) replaces the Leaflet files."""
+    d = tmp_path / "dist"
+    d.mkdir()
+    (d / "leaflet.js").write_text("/* planted leaflet.js */ window.L = window.L || {};")
+    (d / "leaflet.css").write_text("/* planted leaflet.css */")
+    monkeypatch.setenv("HARMSPOT_LEAFLET_DIR", str(d))
+    p, _ = cells_file
+    html = wm.make_map([p], tmp_path / "o.html")[0].read_text()
+    assert "/* planted leaflet.js */" in html and "/* planted leaflet.css */" in html
+    (d / "leaflet.css").unlink()
+    with pytest.raises(wm.OfflineError, match="no leaflet.css there"):
+        wm.offline_assets()
