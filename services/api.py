@@ -241,6 +241,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     runs.recover()
     tiles = TileService(store, settings.tile_cache_size)
     layer_cache = LRU(settings.layer_cache_size)
+    meta_cache = CachedMetaStore(store)
     audit = AuditWriter(store, settings.audit_flush_seconds)
     versions = library_versions()
     backend = type(store).__name__
@@ -301,27 +302,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         return _err_response(500, "internal_error", "internal error; the audit log has the request")
 
     # ---------------------------------------------------------------- middleware: limits, timing, audit
-    @app.middleware("http")
-    async def _timing_and_audit(request: Request, call_next):
-        t0 = time.perf_counter()
-        request.state.timings = {}
-        request.state.principal = None
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_upload_bytes:
-            response = _err_response(413, "payload_too_large",
-                                     f"request body of {int(length):,} bytes; the limit is "
-                                     f"{settings.max_upload_bytes:,} (HARMSPOT_MAX_UPLOAD_BYTES)")
-        else:
-            response = await call_next(request)
-        ms = (time.perf_counter() - t0) * 1000
-        parts = [f"app;dur={ms:.1f}"] + [f"{k};dur={v:.1f}" for k, v in request.state.timings.items()]
-        response.headers["Server-Timing"] = ", ".join(parts)
-        p: Principal | None = request.state.principal
-        if request.url.path != "/health":
-            audit.add((_now_iso(), p.key_id if p else None, p.role if p else None, request.method,
-                       request.url.path, str(request.url.query)[:500], response.status_code, round(ms, 2),
-                       request.client.host if request.client else None))
-        return response
+    app.add_middleware(TimingAuditMiddleware, audit=audit, max_body=settings.max_upload_bytes)
 
     # ---------------------------------------------------------------- auth dependencies
     api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your harmspot API key.")
@@ -396,7 +377,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A vector layer as a GeoJSON FeatureCollection in WGS84 (partners: cells below k suppressed)."""
         t = time.perf_counter()
-        meta = get_visible_layer(store, layer_id, who, raster=False)
+        meta = get_visible_layer(meta_cache, layer_id, who, raster=False)
         box = parse_bbox(bbox, settings.max_bbox_km2)
         props = parse_properties(properties, meta)
         lim = limit or settings.default_limit
@@ -435,7 +416,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A vector tile (Web Mercator z/x/y) of a vector layer."""
         check_tile(z, x, y, settings.min_zoom, settings.max_zoom)
-        meta = get_visible_layer(store, layer_id, who, raster=False)
+        meta = get_visible_layer(meta_cache, layer_id, who, raster=False)
         t = time.perf_counter()
         data = tiles.mvt(meta, z, x, y, who, settings.partner_k)
         request.state.timings["encode"] = (time.perf_counter() - t) * 1000
@@ -456,7 +437,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A PNG tile (Web Mercator z/x/y) of a KDE/RTM raster layer, coloured 0..98th percentile."""
         check_tile(z, x, y, settings.min_zoom, settings.max_zoom)
-        meta = get_visible_layer(store, layer_id, who, raster=True)
+        meta = get_visible_layer(meta_cache, layer_id, who, raster=True)
         t = time.perf_counter()
         data = tiles.png(meta, z, x, y)
         request.state.timings["encode"] = (time.perf_counter() - t) * 1000
@@ -535,7 +516,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         ids = [s.strip() for s in layers.split(",") if s.strip()]
         if not ids or len(ids) > 20:
             raise InvalidParameter("layers: give 1 to 20 comma-separated layer ids")
-        metas = [get_visible_layer(store, i, who) for i in ids]
+        metas = [get_visible_layer(meta_cache, i, who) for i in ids]
         return HTMLResponse(_render_map(store, metas))
 
     @app.get("/audit", response_model=AuditOut, responses=_errors(*AUTHED), tags=["service"])
@@ -545,6 +526,71 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         return {"entries": store.audit_log(limit)}
 
     return app
+
+
+class CachedMetaStore:
+    """Layer catalogue rows cached in memory (layers are immutable once written); other calls go to the store."""
+
+    def __init__(self, store, size: int = 1024):
+        self._store = store
+        self._metas = LRU(size)
+
+    def get_layer(self, layer_id: str):
+        m = self._metas.get(layer_id)
+        if m is None:
+            m = self._store.get_layer(layer_id)
+            if m is not None:
+                self._metas.put(layer_id, m)
+        return m
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+class TimingAuditMiddleware:
+    """Pure ASGI middleware: body-size limit, ``Server-Timing`` header and one audit row per request."""
+
+    def __init__(self, app, audit: AuditWriter, max_body: int):
+        self.app = app
+        self.audit = audit
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["timings"] = {}
+        state["principal"] = None
+        status = {"code": 500}
+        length = dict(scope.get("headers") or []).get(b"content-length")
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                ms = (time.perf_counter() - t0) * 1000
+                parts = [f"app;dur={ms:.1f}"] + [f"{k};dur={v:.1f}" for k, v in state["timings"].items()]
+                headers = list(message.get("headers", [])) + [(b"server-timing", ", ".join(parts).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            body = json.dumps(error_body(413, "payload_too_large",
+                                         f"request body of {int(length):,} bytes; the limit is {self.max_body:,} "
+                                         "(HARMSPOT_MAX_UPLOAD_BYTES)")).encode()
+            await send_wrapped({"type": "http.response.start", "status": 413,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await self.app(scope, receive, send_wrapped)
+        if scope.get("path") != "/health":
+            p = state.get("principal")
+            client = scope.get("client")
+            self.audit.add((_now_iso(), p.key_id if p else None, p.role if p else None, scope.get("method"),
+                            scope.get("path"), (scope.get("query_string") or b"").decode("latin-1")[:500],
+                            status["code"], round((time.perf_counter() - t0) * 1000, 2),
+                            client[0] if client else None))
 
 
 def _loads(text: str):
