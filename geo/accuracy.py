@@ -75,7 +75,7 @@ def accuracy_at(curve: pd.DataFrame, shares=DEFAULT_SHARES) -> pd.DataFrame:
             raise HarmspotError(f"area share {s!r} must be in (0, 1]")
         k = int(np.searchsorted(curve["area_share"].to_numpy(), s * (1 + 1e-12), side="right"))
         r = curve.iloc[max(k, 1) - 1].to_dict()
-        rows.append({"share": s, **r})
+        rows.append({"share": s, **r, "units": int(r["units"])})
     return pd.DataFrame(rows)
 
 

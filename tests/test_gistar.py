@@ -197,3 +197,35 @@ def test_bad_inputs_raise_clear_errors():
         LatticeNeighbours([0, 0, 1], [0, 0, 1], 100.0, 150)
     with pytest.raises(ValueError, match="contiguity rule 'bishop'"):
         contiguity_neighbours([], "bishop")
+
+
+def test_cli_gistar_contract(tmp_path, town_store):
+    # issue 3 "Command contract": every unit that entered the statistic (zero cells included) with
+    # cell_id, count, harm, gistar_z, gistar_p, gistar_class and geometry; --band between centroids.
+    # Data: the SYNTHETIC town (seed 42).
+    import json
+    import subprocess
+    import sys
+
+    import geopandas as gpd
+
+    store = town_store.path
+    town_store.close()  # let the CLI process open the DuckDB file
+    out = tmp_path / "gi.gpkg"
+    cmd = [sys.executable, "-c", "from services.cli import main; main()", "hotspots", "gistar", "--store",
+           str(store), "--cell", "500", "--band", "750", "--weight", "count", "--out", str(out), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    g = gpd.read_file(out)
+    for col in ("cell_id", "count", "harm", "gistar_z", "gistar_p", "gistar_class", "geometry"):
+        assert col in g.columns
+    assert (g["count"] == 0).any() and len(g) == summary["units"]
+    assert summary["tested"] == "count" and summary["params"]["band_m"] == 750
+    assert g["cell_id"].str.startswith("500m_E").all()
+    # 750 m band on 500 m squares: the 8 surrounding cells (diagonal 707 m) and the cell itself
+    assert g["neighbours"].max() == 9
+    assert len(summary["tasking"]) == 10 and "location" in summary["tasking"][0]
+    # --json: the LAST line is the JSON object; the tasking table goes to stderr
+    r2 = subprocess.run(cmd[:-1] + ["--weight", "mass"], capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 2 and "--weight 'mass'" in r2.stderr
