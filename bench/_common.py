@@ -176,15 +176,84 @@ def best_of(fn: Callable[[], object], repeat: int = 3, warmup: int = 0, setup: C
     return Timing(min(times), times, result)
 
 
+def best_of_interleaved(fns: dict[str, Callable[[], object]], repeat: int = 3, budget_s: float = 0.0,
+                        max_repeat: int = 15,
+                        on_first: Callable[[str, object], None] | None = None) -> dict[str, Timing]:
+    """Time several callables round-robin (one call each per round) and keep each one's best.
+
+    On a shared machine the load drifts; interleaving exposes every competitor to the
+    same conditions, so the ratios between them are steadier than timing each one's
+    repeats back to back. Each callable runs at least ``repeat`` times, and quick ones
+    more (up to ``max_repeat``) until ``budget_s`` of their own time has been measured.
+    ``on_first(key, result)`` sees each callable's first result (to check correctness);
+    results are not kept.
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    while True:
+        todo = [k for k in fns
+                if len(times[k]) < max(1, repeat) or (sum(times[k]) < budget_s and len(times[k]) < max_repeat)]
+        if not todo:
+            break
+        for k in todo:
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                result = fns[k]()
+                dt = time.perf_counter() - t0
+            finally:
+                gc.enable()
+            if not times[k] and on_first is not None:
+                on_first(k, result)
+            del result
+            times[k].append(dt)
+    return {k: Timing(min(v), v) for k, v in times.items()}
+
+
 def self_peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory of this process so far (MiB), from ``getrusage``.
+
+    Caveat (Linux): ``ru_maxrss`` survives ``exec``, so a process started by a big parent
+    reports at least the parent's RSS at fork time; :func:`vmhwm_mb` does not.
+    """
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def vmhwm_mb(pid: int | str = "self") -> float | None:
+    """Peak RSS of a process's current address space (``VmHWM`` in /proc/<pid>/status, MiB).
+
+    Unlike ``ru_maxrss`` it starts afresh at ``exec``, so it is not inflated by the parent.
+    None where /proc is not available.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+#: Python code that, run with ``python -c CODE OUT SCRIPT ARGS...``, runs SCRIPT (e.g. a console
+#: script) with ARGS as if started directly and writes its VmHWM (MiB) to OUT at exit.
+HWM_WRAPPER = (
+    "import atexit, runpy, sys\n"
+    "out, script = sys.argv[1], sys.argv[2]\n"
+    "def _hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            open(out, 'w').write(str(int(line.split()[1]) / 1024.0))\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = [script] + sys.argv[3:]\n"
+    "runpy.run_path(script, run_name='__main__')\n"
+)
 
 
 @dataclass
 class ChildRun:
     """A finished child process: exit code, wall seconds, CPU seconds (user + system, all its
-    threads), peak RSS (MiB), captured output."""
+    threads), peak RSS (MiB; ``ru_maxrss``, see :func:`run_child`), captured output, and the
+    parent's own RSS when it started the child (``parent_rss_mb``)."""
 
     returncode: int
     wall_s: float
@@ -192,6 +261,7 @@ class ChildRun:
     stdout: str
     stderr: str
     cpu_s: float = 0.0
+    parent_rss_mb: float | None = None
 
 
 def run_child(argv: Sequence[str], *, env: dict | None = None, cwd: str | Path | None = None,
@@ -201,7 +271,17 @@ def run_child(argv: Sequence[str], *, env: dict | None = None, cwd: str | Path |
     Output goes to temporary files (no pipe deadlocks). The peak is that of the child
     process itself (grandchildren are not included). On timeout the child is killed
     and ``returncode`` is -9.
+
+    Caveat (Linux): ``ru_maxrss`` is carried across ``exec``, so the figure is at least the
+    parent's RSS at the moment of the fork (returned as ``parent_rss_mb``). Start children
+    before the parent grows, or have the child report its own :func:`vmhwm_mb` (for a
+    console script: run it under :data:`HWM_WRAPPER`).
     """
+    parent_rss = None
+    try:
+        parent_rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        pass
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(map(str, argv)), stdout=out, stderr=err, env=env,
@@ -221,7 +301,7 @@ def run_child(argv: Sequence[str], *, env: dict | None = None, cwd: str | Path |
         out.seek(0)
         err.seek(0)
         return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024.0, out.read(), err.read(),
-                        usage.ru_utime + usage.ru_stime)
+                        usage.ru_utime + usage.ru_stime, parent_rss)
 
 
 # ---------------------------------------------------------------------------------------- output
