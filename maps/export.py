@@ -290,7 +290,7 @@ def layer_kind(data, meta: dict | None = None) -> str:
     cols = set(getattr(data, "columns", []))
     if "spot" in kind or "grip" in kind or {"spot_id", "rank"} <= cols:
         return "spots"
-    if "minerva" in kind or "zone" in kind or "quadrant" in cols:
+    if "minerva" in kind or "zone" in kind or "quadrant" in cols or {"type", "drivers"} <= cols:
         return "zones"
     if "gi" in kind.replace("grip", "") or gistar_class_column(data) is not None:
         return "gistar"
@@ -316,11 +316,13 @@ def gistar_class_column(gdf) -> str | None:
 def value_column(gdf) -> str | None:
     """The number to colour a cell layer by: harm, then count, then the first numeric value-like column."""
     cols = list(getattr(gdf, "columns", []))
-    for c in ("harm", "count", "risk", "rtm_score", "score", "value", "density", "gi_z", "z"):
+    for c in ("harm", "count", "score", "max_rrs", "relative_risk_score", "risk", "rtm_score", "mean_rrs",
+              "incidents", "offences", "value", "density", "gistar_z", "gi_z", "z"):
         if c in cols and pd.api.types.is_numeric_dtype(gdf[c]):
             return c
     for c in cols:
-        if c != "geometry" and pd.api.types.is_numeric_dtype(gdf[c]) and not str(c).endswith(("id", "ix", "iy")):
+        if (c != "geometry" and pd.api.types.is_numeric_dtype(gdf[c]) and not str(c).endswith(("id", "ix", "iy"))
+                and c not in ("rank", "priority", "cells", "units", "neighbours")):
             return c
     return None
 
@@ -386,7 +388,7 @@ def feature_styles(gdf, kind: str | None = None) -> tuple[list[str], list[tuple[
     """Per-feature colour and the legend [(label, colour)] for a vector layer.
 
     spots: rank bands 1-3 / 4-10 / 11+ (dark to light red); gistar: the class colours;
-    zones: one colour per quadrant; cells: quantile classes of :func:`value_column`.
+    zones: one colour per quadrant (``quadrant`` or Minerva's ``type``); cells: quantile classes of :func:`value_column`.
     """
     kind = kind or layer_kind(gdf)
     n = len(gdf)
@@ -401,8 +403,9 @@ def feature_styles(gdf, kind: str | None = None) -> tuple[list[str], list[tuple[
             cols = [gistar_colour(x) for x in labels]
             legend = [(lab, gistar_colour(lab)) for lab in sorted(labels.unique(), key=lambda s: (list(GISTAR_COLOURS.values()).index(gistar_colour(s)), s))]
             return cols, legend
-    if kind == "zones" and "quadrant" in gdf.columns:
-        q = gdf["quadrant"].astype(str)
+    qcol = "quadrant" if "quadrant" in gdf.columns else ("type" if "type" in gdf.columns else None)
+    if kind == "zones" and qcol is not None:
+        q = gdf[qcol].astype(str)
         uniq = sorted(q.unique())
         cmap = {u: QUADRANT_COLOURS[i % len(QUADRANT_COLOURS)] for i, u in enumerate(uniq)}
         return [cmap[x] for x in q], [(u, cmap[u]) for u in uniq]

@@ -43,7 +43,7 @@ import pandas as pd
 from geo import BNG, WGS84
 from geo.errors import HarmspotError
 from geo.result import Choice, Raster
-from maps.export import (RAMP, feature_styles, label_column, layer_kind, read_layer, value_column)
+from maps.export import (GISTAR_COLOURS, RAMP, feature_styles, label_column, layer_kind, read_layer, value_column)
 
 #: Above this many drawn cells a cell layer is merged to coarser squares.
 MAX_FEATURES = 50_000
@@ -100,7 +100,11 @@ class MapInfo:
 
 # ============================================================================ loading
 def load_map_layers(paths) -> list[MapLayer]:
-    """Read any harmspot outputs (every vector layer of a GeoPackage) as :class:`MapLayer`."""
+    """Read any harmspot outputs (every vector layer of a GeoPackage) as :class:`MapLayer`.
+
+    Default visibility (the layer control turns the rest on): only the first surface is
+    shown, and cells are hidden when a Gi* layer (which carries the same cells) is present.
+    """
     out = []
     for p in paths:
         lf = read_layer(p, all_layers=True)
@@ -108,8 +112,16 @@ def load_map_layers(paths) -> list[MapLayer]:
         out.append(MapLayer(base, lf.data, lf.kind, lf.meta))
         for name, g in lf.others.items():
             k = layer_kind(g, {})
-            out.append(MapLayer(f"{KIND_TITLES.get(k, k)}: {name}", g, k, lf.meta if k != "boundary" else {},
+            out.append(MapLayer(_layer_title(k, {}, Path(p), name), g, k, lf.meta if k != "boundary" else {},
                                 show=k != "cells"))
+    kinds = [L.kind for L in out]
+    seen_surface = False
+    for L in out:
+        if L.kind == "surface":
+            L.show = not seen_surface
+            seen_surface = True
+        if L.kind == "cells" and "gistar" in kinds:
+            L.show = False
     return out
 
 
@@ -118,7 +130,23 @@ def _layer_title(kind, meta, path: Path, layer_name=None) -> str:
     mk = str(meta.get("kind", "")) if meta else ""
     if kind == "surface" and mk:
         t = {"kde": "KDE surface", "rtm": "RTM risk surface"}.get(mk.lower(), f"{mk} surface")
-    return f"{t} ({path.name}{':' + layer_name if layer_name and path.suffix == '.gpkg' and layer_name != mk else ''})"
+    if layer_name and path.suffix.lower() == ".gpkg" and layer_name not in (mk, kind, path.stem):
+        t = layer_name.replace("_", " ").capitalize()
+    return f"{t} ({path.name})"
+
+
+def periods_text(layers) -> str | None:
+    """The period for the title: one label, or 'A (layer, layer); B (layer)' when layers differ."""
+    by = {}
+    for L in layers:
+        lab = period_label([L.meta])
+        if lab:
+            by.setdefault(lab, []).append(KIND_TITLES.get(L.kind, L.kind).lower())
+    if not by:
+        return None
+    if len(by) == 1:
+        return next(iter(by))
+    return "; ".join(f"{lab} ({', '.join(dict.fromkeys(k))})" for lab, k in by.items())
 
 
 def period_label(metas) -> str | None:
@@ -189,7 +217,7 @@ def _props_frame(gdf, kind: str) -> pd.DataFrame:
             keep = [lc] if lc else []
         cols = keep
     else:
-        cols = [c for c in cols if not str(c).startswith("_")][:14]
+        cols = [c for c in cols if not str(c).startswith("_") and c not in ("unit_ids", "cell_ids")][:14]
     return pd.DataFrame(gdf[cols])
 
 
@@ -220,8 +248,10 @@ def feature_collection_json(gdf, kind: str, colours: list[str]) -> str:
 def surface_image(r: Raster, max_px: int = MAX_IMAGE_PX) -> tuple[str, list, tuple[float, float]]:
     """A transparent PNG (data URL) of a surface warped to Web Mercator, its lat/lon bounds and value range.
 
-    Values <= 0, NaN or nodata are transparent; the rest follow the YlOrRd ramp from 0 to the
-    maximum, with opacity rising from 0.25 to 0.85 so low values do not hide the boundaries.
+    The YlOrRd ramp runs from 0 to the 99th percentile of the positive values (a few extreme
+    cells would otherwise wash the rest out; higher values take the top colour). Values below
+    2 % of that, NaN and nodata are transparent; opacity rises from 0.2 to 0.85 so low values
+    do not hide the boundaries.
     """
     from PIL import Image
     from matplotlib import colormaps
@@ -241,12 +271,13 @@ def surface_image(r: Raster, max_px: int = MAX_IMAGE_PX) -> tuple[str, list, tup
     dst = np.full((dh, dw), np.nan)
     reproject(arr, dst, src_transform=r.transform, src_crs=r.crs or BNG, dst_transform=dst_t, dst_crs="EPSG:3857",
               resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
-    finite = dst[np.isfinite(dst)]
-    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    pos = dst[np.isfinite(dst) & (dst > 0)]
+    vmax = float(np.quantile(pos, 0.99)) if pos.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
     vmin = 0.0
     t = np.clip(np.nan_to_num(dst, nan=0.0) / vmax, 0, 1)
     rgba = colormaps["YlOrRd"](t)
-    alpha = np.where((np.isfinite(dst)) & (dst > 0), 0.25 + 0.6 * t, 0.0)
+    alpha = np.where(np.isfinite(dst) & (t >= 0.02), 0.2 + 0.65 * t, 0.0)
     rgba[..., 3] = alpha
     img = Image.fromarray((rgba * 255).astype("uint8"), "RGBA")
     buf = io.BytesIO()
@@ -295,7 +326,7 @@ _LAYER_JS = """
       if(p.share_harm!==undefined&&p.share_harm!==null) s+=': '+(100*p.share_harm).toFixed(1)+'% of the harm'+(opts.period?' in '+opts.period:'');
       if(p.target_minutes) s+='. Dose: '+fmt(p.target_minutes)+' min per visit'; return s+'.'; }
     if(opts.kind==='gistar') return 'Gi* class: '+fmt(p.gistar_class||p[opts.classcol]||'');
-    if(opts.kind==='zones') return 'Minerva zone'+(p.quadrant?' &ndash; quadrant '+fmt(p.quadrant):'')+(p.drivers?'; drivers: '+fmt(p.drivers):'');
+    if(opts.kind==='zones'){ var q=p.quadrant||p.type; return (p.category?fmt(p.category):'Minerva zone')+(q?' &ndash; '+fmt(q):'')+(p.drivers?'; drivers: '+fmt(p.drivers):'')+(opts.period?' ('+opts.period+')':''); }
     if(opts.kind==='cells'&&opts.value) return fmt(p[opts.value])+' '+opts.value+(opts.period?' in '+opts.period:'');
     return '';
   }
@@ -307,6 +338,7 @@ _LAYER_JS = """
       if(opts.kind==='boundary') return {color:'#333',weight:2,fill:false,dashArray:'4 3'};
       if(opts.kind==='spots') return {color:'#67000d',weight:2,fillColor:c,fillOpacity:0.75};
       if(opts.kind==='zones') return {color:c,weight:2,fillColor:c,fillOpacity:0.35};
+      if(opts.kind==='gistar'&&c===opts.notsig) return {color:'#bbbbbb',weight:opts.canvas?0:0.2,fillColor:c,fillOpacity:0.0};
       return {color:'#555',weight:opts.canvas?0:0.4,fillColor:c,fillOpacity:0.7}; },
     pointToLayer: function(f, ll){ return L.circleMarker(ll,{radius:5,className:opts.css}); }};
   if(opts.canvas) o.renderer = L.canvas({padding:0.3});
@@ -389,7 +421,7 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
         raise HarmspotError("nothing to map: give at least one layer file (or --boundary)")
     order = {"surface": 0, "cells": 1, "gistar": 2, "zones": 3, "points": 4, "boundary": 5, "spots": 6}
     layers.sort(key=lambda L: order.get(L.kind, 4))
-    info.period = period or period_label([L.meta for L in layers])
+    info.period = period or periods_text(layers)
     choices = []
     for L in layers:
         for c in (L.meta or {}).get("choices", []) or []:
@@ -421,7 +453,8 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
             grad = "linear-gradient(to right, rgba(255,255,178,.3), #fd8d3c, #bd0026)"
             unit = f" {L.data.units}" if L.data.units else ""
             legend_entries.append((L.name, css, [(f"{vmin:g} - {vmax:.3g}{unit}", grad)],
-                                   f"{L.data.name}; zero is transparent"))
+                                   f"{L.data.name}; top colour = 99th percentile and above; "
+                                   "below 2% of it transparent"))
             info.layers.append({"name": L.name, "kind": L.kind, "css_class": css, "drawn": 1, "total": 1,
                                 "renderer": "image"})
             continue
@@ -449,8 +482,10 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
         colours, legend = feature_styles(gdf, L.kind)
         fc = feature_collection_json(gdf, L.kind, colours)
         canvas = len(gdf) > canvas_from
-        opts = {"kind": L.kind, "css": css, "canvas": canvas, "period": info.period, "value": value_column(gdf),
-                "classcol": next((c for c in gdf.columns if "class" in str(c).lower()), None)}
+        opts = {"kind": L.kind, "css": css, "canvas": canvas, "period": period_label([L.meta]) or info.period,
+                "value": value_column(gdf),
+                "classcol": next((c for c in gdf.columns if "class" in str(c).lower()), None),
+                "notsig": GISTAR_COLOURS["not"]}
         js = (_LAYER_JS.replace("%(data)s", fc).replace("%(opts)s", _js_json(opts))
               .replace("%(group)s", fg.get_name()).replace("%(map)s", m.get_name()))
         fg.add_child(_script_element(js))

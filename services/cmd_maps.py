@@ -133,9 +133,7 @@ def demo_step(ctx) -> None:
     from services.ui import console
 
     out = ctx.out
-    skip = {"inputs", "tasking-pack"}
-    cands = list(out.iterdir()) + [p for d in out.iterdir() if d.is_dir() and d.name not in skip for p in d.iterdir()]
-    files = sorted(p for p in cands if p.is_file() and p.suffix.lower() in (".gpkg", ".geojson", ".tif"))
+    files = sorted(p for p in out.iterdir() if p.is_file() and p.suffix.lower() in (".gpkg", ".geojson", ".tif"))
     layers = []
     for p in files:
         try:

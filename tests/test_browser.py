@@ -91,9 +91,15 @@ def layer_files(town, tmp_path_factory):
 def rendered(layer_files, town):
     _need_browser()
     d, *_ = layer_files
-    html, info = wm.make_map([d / "cells.gpkg", d / "gistar.gpkg", d / "kde.tif", d / "zones.gpkg", d / "spots.gpkg"],
-                             d / "map.html", boundary=town.towns, marking="OFFICIAL-SENSITIVE",
-                             title="Harmstead tasking (SYNTHETIC)")
+    layers = wm.load_map_layers([d / "cells.gpkg", d / "gistar.gpkg", d / "kde.tif", d / "zones.gpkg",
+                                 d / "spots.gpkg"])
+    hidden = [L.name for L in layers if not L.show]
+    assert hidden == ["Cells (cells.gpkg)"]  # cells start hidden when Gi* is present; switch all on here
+    for L in layers:
+        L.show = True
+    m, info = wm.build_map(layers, boundary=town.towns, marking="OFFICIAL-SENSITIVE",
+                           title="Harmstead tasking (SYNTHETIC)")
+    html = wm.save_map(m, d / "map.html")
     ARTIFACTS.mkdir(exist_ok=True)
     res = wm.browser_check(html, screenshot=ARTIFACTS / "map_offline.png")
     return res, info

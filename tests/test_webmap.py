@@ -171,3 +171,22 @@ def test_leaflet_dir_override(cells_file, tmp_path, monkeypatch):
     (d / "leaflet.css").unlink()
     with pytest.raises(wm.OfflineError, match="no leaflet.css there"):
         wm.offline_assets()
+
+
+def test_default_visibility_and_periods(cells_file, tmp_path):
+    """Only the first surface shows; cells hide when Gi* is there; differing periods are all named."""
+    p, res = cells_file
+    arr = np.outer(np.hanning(20), np.hanning(20))
+    r = Raster(arr, Affine(50, 0, 561_000, 0, -50, 216_000))
+    meta_a = {"kind": "kde", "period": {"start": "2025-10-01", "end": "2025-12-31"}}
+    t1 = ex.write_result(AnalysisResult(kind="kde", layer=r), tmp_path / "a.tif")
+    t2 = ex.write_result(AnalysisResult(kind="rtm", layer=r), tmp_path / "b.tif")
+    gi = res.layer.assign(gistar_class="Not Significant")
+    g = ex.write_result(AnalysisResult(kind="gistar", layer=gi, period=res.period), tmp_path / "gi.gpkg")
+    layers = wm.load_map_layers([p, t1, t2, g])
+    show = {L.name: L.show for L in layers}
+    assert show["Cells (cells.gpkg)"] is False and show["Gi* hot and cold spots (gi.gpkg)"] is True
+    assert show["KDE surface (a.tif)"] is True and show["RTM risk surface (b.tif)"] is False
+    layers[1].meta = meta_a
+    txt = wm.periods_text(layers)
+    assert txt == "2025-01-01 to 2025-12-31 (cells, gi* hot and cold spots); 2025-10-01 to 2025-12-31 (surface)"
