@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo.errors import HarmspotError
@@ -242,6 +243,11 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     tiles = TileService(store, settings.tile_cache_size)
     layer_cache = LRU(settings.layer_cache_size)
     meta_cache = CachedMetaStore(store)
+
+    async def visible_meta(layer_id: str, who: Principal, raster: bool | None):
+        if meta_cache.cached(layer_id):
+            return get_visible_layer(meta_cache, layer_id, who, raster=raster)
+        return await run_in_threadpool(get_visible_layer, meta_cache, layer_id, who, raster=raster)
     audit = AuditWriter(store, settings.audit_flush_seconds)
     versions = library_versions()
     backend = type(store).__name__
@@ -330,8 +336,10 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
                                    f"{', '.join(sorted(allowed)) or 'none'}")
 
     def need(permission: str):
-        def dep(request: Request, key: str | None = Depends(api_key)) -> Principal:
-            who = keys.check(key)
+        async def dep(request: Request, key: str | None = Depends(api_key)) -> Principal:
+            who = keys.peek(key)  # cached keys are checked on the event loop, others in a thread (store I/O)
+            if who is None:
+                who = await run_in_threadpool(keys.check, key)
             request.state.principal = who
             limiter.hit(who.key_id)
             if not who.can(permission):
@@ -367,7 +375,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}},
                          "description": "GeoJSON FeatureCollection (WGS84)"}, **_errors(304, *AUTHED, 404)},
     )
-    def get_layer(
+    async def get_layer(
         request: Request,
         layer_id: str = Path(..., pattern=LAYER_ID_PATTERN, description="Layer id from GET /layers."),
         bbox: str | None = Query(None, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)."),
@@ -377,7 +385,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A vector layer as a GeoJSON FeatureCollection in WGS84 (partners: cells below k suppressed)."""
         t = time.perf_counter()
-        meta = get_visible_layer(meta_cache, layer_id, who, raster=False)
+        meta = await visible_meta(layer_id, who, raster=False)
         box = parse_bbox(bbox, settings.max_bbox_km2)
         props = parse_properties(properties, meta)
         lim = limit or settings.default_limit
@@ -393,7 +401,8 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         key = (layer_id, variant)
         body = layer_cache.get(key)
         if body is None:
-            body = feature_collection(store, meta, who, k=settings.partner_k, bbox=box, properties=props, limit=lim)
+            body = await run_in_threadpool(lambda: feature_collection(store, meta, who, k=settings.partner_k,
+                                                                      bbox=box, properties=props, limit=lim))
             layer_cache.put(key, body)
         request.state.timings["db"] = (time.perf_counter() - t) * 1000
         return Response(body, media_type="application/geo+json", headers=headers)
@@ -408,7 +417,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
                                                                                      "format": "binary"}}},
                          "description": "Mapbox vector tile (may be empty)"}, **_errors(*AUTHED, 404)},
     )
-    def mvt(
+    async def mvt(
         request: Request,
         layer_id: str = Path(..., pattern=LAYER_ID_PATTERN),
         z: int = tile_params["z"], x: int = tile_params["x"], y: int = tile_params["y"],
@@ -416,9 +425,11 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A vector tile (Web Mercator z/x/y) of a vector layer."""
         check_tile(z, x, y, settings.min_zoom, settings.max_zoom)
-        meta = get_visible_layer(meta_cache, layer_id, who, raster=False)
+        meta = await visible_meta(layer_id, who, raster=False)
         t = time.perf_counter()
-        data = tiles.mvt(meta, z, x, y, who, settings.partner_k)
+        data = tiles.cached_mvt(meta, z, x, y, who, settings.partner_k)
+        if data is None:
+            data = await run_in_threadpool(tiles.mvt, meta, z, x, y, who, settings.partner_k)
         request.state.timings["encode"] = (time.perf_counter() - t) * 1000
         return Response(data, media_type="application/vnd.mapbox-vector-tile",
                         headers={"Cache-Control": "private, max-age=300"})
@@ -429,7 +440,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
                          "description": "PNG tile"}, 204: {"description": "Tile outside the raster"},
                    **_errors(*AUTHED, 404)},
     )
-    def raster_tile(
+    async def raster_tile(
         request: Request,
         layer_id: str = Path(..., pattern=LAYER_ID_PATTERN),
         z: int = tile_params["z"], x: int = tile_params["x"], y: int = tile_params["y"],
@@ -437,9 +448,9 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     ):
         """A PNG tile (Web Mercator z/x/y) of a KDE/RTM raster layer, coloured 0..98th percentile."""
         check_tile(z, x, y, settings.min_zoom, settings.max_zoom)
-        meta = get_visible_layer(meta_cache, layer_id, who, raster=True)
+        meta = await visible_meta(layer_id, who, raster=True)
         t = time.perf_counter()
-        data = tiles.png(meta, z, x, y)
+        data = await run_in_threadpool(tiles.png, meta, z, x, y)
         request.state.timings["encode"] = (time.perf_counter() - t) * 1000
         if data is None:
             return Response(status_code=204)
@@ -534,6 +545,9 @@ class CachedMetaStore:
     def __init__(self, store, size: int = 1024):
         self._store = store
         self._metas = LRU(size)
+
+    def cached(self, layer_id: str) -> bool:
+        return self._metas.get(layer_id) is not None
 
     def get_layer(self, layer_id: str):
         m = self._metas.get(layer_id)

@@ -130,6 +130,15 @@ class KeyChecker:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, key: str | None) -> Principal | None:
+        """The cached, still valid principal for this key, or None (then call :meth:`check`)."""
+        if not key:
+            return None
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[1] is not None and time.monotonic() - hit[0] < self.cache_seconds:
+            return hit[1]
+        return None
+
     def check(self, key: str | None) -> Principal:
         if not key:
             raise AuthRequired("missing API key: send it in the X-API-Key header")

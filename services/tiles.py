@@ -87,6 +87,9 @@ class TileService:
             self.layers.put(layer_id, lg)
             return lg
 
+    def cached_mvt(self, meta: dict, z: int, x: int, y: int, who: Principal, k: int) -> bytes | None:
+        return self.tiles.get(("mvt", meta["layer_id"], z, x, y, who.role == "partner", k))
+
     def mvt(self, meta: dict, z: int, x: int, y: int, who: Principal, k: int) -> bytes:
         partner = who.role == "partner"
         key = ("mvt", meta["layer_id"], z, x, y, partner, k)
