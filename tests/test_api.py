@@ -590,3 +590,86 @@ def test_run_rtm_with_one_factor(kinds_api, town):
                                                                    buffer_m=300.0)], area)
     assert run["summary"]["max_rrs"] == pytest.approx(truth.summary["max_rrs"], rel=1e-9)
     assert api.store.get_layer(run["layer_ids"][0])["layer_type"] == "raster"
+
+
+# ============================================================================== pieces
+def test_rate_limit_gives_429_with_retry_after(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.settings import Settings
+    from services.store import DuckDBStore
+
+    st = DuckDBStore(tmp_path / "rl.duckdb")
+    keys = make_keys(st)
+    app = create_app(Settings(store=str(tmp_path / "rl.duckdb"), rate_limit_per_minute=3), store=st)
+    with TestClient(app) as c:
+        codes = [c.get("/version", headers={"X-API-Key": keys["viewer"]}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = c.get("/version", headers={"X-API-Key": keys["viewer"]})
+        assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+        # another key has its own bucket
+        assert c.get("/version", headers={"X-API-Key": keys["admin"]}).status_code == 200
+    st.close()
+
+
+def test_settings_read_the_harmspot_env_prefix(monkeypatch):
+    from services.settings import Settings
+
+    monkeypatch.setenv("HARMSPOT_PARTNER_K", "10")
+    monkeypatch.setenv("HARMSPOT_CORS_ORIGINS", '["https://maps.force.police.uk"]')
+    s = Settings()
+    assert s.partner_k == 10 and s.cors_origins == ["https://maps.force.police.uk"]
+    assert Settings.model_fields["partner_k"].default == 5  # the documented default k
+
+
+def test_keys_are_hashed_and_compared_in_constant_time(monkeypatch):
+    import hmac
+
+    from services.auth import KeyChecker, hash_key, new_key
+
+    kid, key, digest = new_key("viewer")
+    assert digest == hash_key(key) and key not in digest and len(digest) == 64
+
+    class S:
+        def get_key(self, key_id):
+            return {"key_id": kid, "key_hash": digest, "role": "viewer", "revoked": None} if key_id == kid else None
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    kc = KeyChecker(S(), cache_seconds=0)
+    assert kc.check(key).role == "viewer"
+    with pytest.raises(Exception, match="invalid or revoked"):
+        kc.check(key[:-1] + ("A" if key[-1] != "A" else "B"))
+    with pytest.raises(Exception, match="invalid or revoked"):
+        kc.check("hs_ffffffffff_" + "x" * 43)  # unknown id: still one constant-time comparison
+    assert len(calls) == 3
+
+
+def test_mvt_encoder_round_trips_through_the_reference_decoder():
+    """services.tiles.encode_mvt decoded by mapbox-vector-tile (the reference): geometry and properties."""
+    import mapbox_vector_tile
+    import shapely
+
+    poly = shapely.Polygon([(100, 100), (1000, 100), (1000, 1000), (100, 1000)], [[(300, 300), (300, 500),
+                                                                                 (500, 500), (500, 300)]])
+    multi = shapely.MultiPolygon([shapely.box(2000, 2000, 2500, 2500), shapely.box(3000, 3000, 3500, 3600)])
+    line = shapely.LineString([(0, 0), (10, 40), (4000, 4000)])
+    pts = shapely.MultiPoint([(5, 5), (4090, 7)])
+    feats = [(1, poly, {"cell_id": "a", "count": 7, "harm": 12.5, "flag": True, "gone": None}),
+             (2, multi, {"cell_id": "b", "count": -3}), (3, line, {}), (4, pts, {"n": 2})]
+    tile = mapbox_vector_tile.decode(services_tiles().encode_mvt("t", feats), default_options={"y_coord_down": True})
+    got = {f["id"]: f for f in tile["t"]["features"]}
+    assert tile["t"]["extent"] == 4096
+    assert got[1]["properties"] == {"cell_id": "a", "count": 7, "harm": 12.5, "flag": True}
+    assert got[2]["properties"] == {"cell_id": "b", "count": -3}
+    for fid, g in ((1, poly), (2, multi), (3, line), (4, pts)):
+        back = shapely.geometry.shape(got[fid]["geometry"])
+        assert back.normalize().equals_exact(g.normalize(), tolerance=0.5), fid  # integer tile coordinates
+
+
+def services_tiles():
+    import services.tiles
+
+    return services.tiles
