@@ -32,6 +32,8 @@ def register(app) -> None:
         name_col: Optional[str] = typer.Option(None, "--name-col", help="Name column of --boundary."),
         max_features: int = typer.Option(50_000, "--max-features", help="Above this many cells, merge to "
                                          "coarser squares."),
+        check: bool = typer.Option(False, "--check", help="Open the map in headless Chromium and report what drew "
+                                   "and any request that would leave the machine (needs chromium, websocket-client)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: out, bytes, layers."),
     ):
         """Draw layers on one map for the tasking meeting: works offline, with legend, popups and marking."""
@@ -43,18 +45,40 @@ def register(app) -> None:
         bnd = load_area(boundary, name_col) if boundary else None
         m, info = build_map(layers, title=title, marking=marking or None, tiles=tiles, boundary=bnd,
                             max_features=max_features)
+        hidden = {L.name for L in layers if not L.show}
         echo_choices(info.choices)
         p = save_map(m, out, offline=not cdn)
         for L in info.layers:
-            console.print(f"  {L['name']}: {L['drawn']:,} of {L['total']:,} drawn ({L['renderer']})")
+            off = " [dim](off at start; tick it in the layer list)[/]" if L["name"] in hidden else ""
+            console.print(f"  {L['name']}: {L['drawn']:,} of {L['total']:,} drawn ({L['renderer']}){off}")
         size = p.stat().st_size
         mode = "CDN links (needs internet to view)" if cdn else "offline (Leaflet inlined, no network needed)"
         if tiles:
             mode += f"; basemap tiles from {tiles}"
         console.print(f"map -> {p} ({size / 1e6:.1f} MB, {mode})")
+        checked = None
+        if check:
+            from maps.webmap import browser_check
+
+            r = browser_check(p, block_network=not tiles)
+            built = (r["harmspot"] or {"layers": {}})["layers"]
+            drawn = {}
+            for L in info.layers:  # on screen: SVG paths / overlay images in the DOM; canvas: the page's count
+                css = L["css_class"]
+                if L["renderer"] == "canvas":
+                    n_on = built.get(css, {}).get("features", 0) if L["name"] not in hidden else 0
+                else:
+                    n_on = r["counts"].get(f"{css}:path", 0) + r["counts"].get(f"{css}:img", 0)
+                drawn[L["name"]] = n_on
+            checked = {"load_ms": round(r["load_ms"]), "external_requests": r["external"], "js_errors": r["errors"],
+                       "drawn": drawn}
+            console.print(f"Chromium: loaded in {r['load_ms']:,.0f} ms; drawn {checked['drawn']}; "
+                          f"{len(r['external'])} request(s) left the machine; {len(r['errors'])} script error(s)")
+            for u in r["external"][:5]:
+                console.print(f"  [yellow]![/] {u}")
         if as_json:
             print_json({"out": str(p), "bytes": size, "offline": not cdn, "layers": info.layers,
-                        "period": info.period})
+                        "period": info.period, "check": checked})
 
     @app.command("export", epilog="Example: harmspot export spots.gpkg --format kml --out spots.kml")
     def export_cmd(

@@ -159,3 +159,23 @@ def test_canvas_layer_counts(layer_files, tmp_path):
     assert res["harmspot"]["layers"]["hs-cells"] == {"features": int((cells.layer["harm"] > 0).sum()), "labels": 0,
                                                      "canvas": True}
     assert res["external"] == [] and res["errors"] == []
+
+
+def test_cli_map_check_json(layer_files, town, tmp_path, capsys):
+    """`harmspot map ... --check --json`: the JSON's last line reports what Chromium drew and no external request."""
+    import json
+
+    from services.cli import main
+
+    _need_browser()
+    d, cells, spots, *_ = layer_files
+    town.towns.to_file(tmp_path / "towns.gpkg", driver="GPKG")
+    try:
+        main(["map", str(d / "cells.gpkg"), str(d / "spots.gpkg"), "--boundary", str(tmp_path / "towns.gpkg"),
+              "--out", str(tmp_path / "m.html"), "--check", "--json"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["offline"] is True and out["check"]["external_requests"] == [] and out["check"]["js_errors"] == []
+    assert out["check"]["drawn"]["Cells (cells.gpkg)"] == int((cells.layer["harm"] > 0).sum())
+    assert out["check"]["drawn"]["Harm spots (spots.gpkg)"] == len(spots.layer)
