@@ -180,6 +180,20 @@ class SquareGrid:
         return lookup[lat.flat(x, y)]
 
 
+_H3_MIN_CHUNK = 250_000  # points per thread below which threading does not pay
+
+
+def _cpu_threads() -> int:
+    """CPUs this process may use (at most 8)."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
 class H3Units:
     """H3 v4 cells at resolution ``res`` (indexed from WGS84 lon/lat with h3ronpy, vectorised)."""
 
@@ -197,12 +211,31 @@ class H3Units:
                 "crs": WGS84 + " (cells); geometry served in " + BNG}
 
     def index(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """uint64 H3 cells for lon/lat arrays (h3ronpy; Rust, vectorised)."""
+        """uint64 H3 cells for lon/lat arrays (h3ronpy; Rust, vectorised).
+
+        Large inputs are split into contiguous chunks indexed on a few threads
+        (h3ronpy releases the GIL); the result is the same, in input order.
+        """
         from h3ronpy.vector import coordinates_to_cells
 
         lat = np.ascontiguousarray(lat, dtype=np.float64)
         lon = np.ascontiguousarray(lon, dtype=np.float64)
-        return np.asarray(coordinates_to_cells(lat, lon, self.res), dtype=np.uint64)
+        n = lat.size
+        workers = min(_cpu_threads(), n // _H3_MIN_CHUNK)
+        if workers < 2:
+            return np.asarray(coordinates_to_cells(lat, lon, self.res), dtype=np.uint64)
+        from concurrent.futures import ThreadPoolExecutor
+
+        edges = np.linspace(0, n, workers + 1).astype(np.int64)
+        out = np.empty(n, dtype=np.uint64)
+
+        def _chunk(i: int) -> None:
+            a, b = edges[i], edges[i + 1]
+            out[a:b] = np.asarray(coordinates_to_cells(lat[a:b], lon[a:b], self.res), dtype=np.uint64)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(_chunk, range(workers)))
+        return out
 
     @staticmethod
     def to_str(cells: np.ndarray) -> np.ndarray:
