@@ -151,22 +151,47 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     if not np.isfinite(bandwidth) or bandwidth <= 0:
         raise HarmspotError(f"bandwidth must be a positive number of metres; got {bandwidth!r}")
     x, y = np.asarray(x, float), np.asarray(y, float)
-    w = np.ones_like(x) if w is None else np.asarray(w, float)
+    w = None if w is None else np.asarray(w, float)
     d = lattice.cell / f
     nxf, nyf = lattice.nx * f, lattice.ny * f
-    # fine nodes at (j + 0.5) d from the lattice origin; output centres are nodes j = i f + (f - 1) / 2
-    fx = (x - lattice.ix0 * lattice.cell) / d - 0.5
-    fy = (y - lattice.iy0 * lattice.cell) / d - 0.5
-    jx = np.floor(fx)
-    jy = np.floor(fy)
-    tx, ty = fx - jx, fy - jy
-    jx, jy = jx.astype(np.int64), jy.astype(np.int64)
-    grids = [w] + ([w * tx * (1 - tx), w * ty * (1 - ty)] if correct else [])
-    binned = [np.zeros(nyf * nxf) for _ in grids]
-    for ox, oy, ww in ((0, 0, (1 - tx) * (1 - ty)), (1, 0, tx * (1 - ty)), (0, 1, (1 - tx) * ty), (1, 1, tx * ty)):
-        code = np.clip(jy + oy, 0, nyf - 1) * nxf + np.clip(jx + ox, 0, nxf - 1)
-        for b, g in zip(binned, grids):
-            b += np.bincount(code, weights=g * ww, minlength=nyf * nxf)
+    # fine nodes at (j + 0.5) d from the lattice origin; output centres are nodes j = i f + (f - 1) / 2.
+    # The binned grid has one extra column and row so the "+1" corners of edge points stay inside.
+    fx = x * (1.0 / d) - (lattice.ix0 * lattice.cell / d + 0.5)
+    fy = y * (1.0 / d) - (lattice.iy0 * lattice.cell / d + 0.5)
+    off_grid = (fx < 0) | (fx >= nxf - 1) | (fy < 0) | (fy >= nyf - 1)
+    if off_grid.any():  # rare: points at the very edge keep their weight on the edge nodes
+        fx = np.clip(fx, 0.0, nxf - 1 - 1e-9)
+        fy = np.clip(fy, 0.0, nyf - 1 - 1e-9)
+    jx = fx.astype(np.int64)
+    jy = fy.astype(np.int64)
+    tx = fx - jx
+    ty = fy - jy
+    code = jy * (nxf + 1) + jx
+    size = (nyf + 1) * (nxf + 1)
+    ux = 1.0 - tx
+    uy = 1.0 - ty
+    if w is not None:
+        ux *= w
+        tx_w = tx * w
+    else:
+        tx_w = tx
+
+    def binned(weights):
+        return np.bincount(code, weights=weights, minlength=size).reshape(nyf + 1, nxf + 1)
+
+    def bilinear(v=None):
+        """Linear binning of weight ``w * v`` onto the fine nodes (one shared code, four shifted bincounts)."""
+        a0, a1 = (ux, tx_w) if v is None else (ux * v, tx_w * v)
+        b00, b10, b01, b11 = binned(a0 * uy), binned(a1 * uy), binned(a0 * ty), binned(a1 * ty)
+        g = b00[:nyf, :nxf].copy()
+        g[:, 1:] += b10[:nyf, :nxf - 1]
+        g[1:, :] += b01[:nyf - 1, :nxf]
+        g[1:, 1:] += b11[:nyf - 1, :nxf - 1]
+        return g
+
+    binned_grids = [bilinear()]
+    if correct:
+        binned_grids += [bilinear(tx * (1.0 - tx)), bilinear(ty * (1.0 - ty))]
     r = int(np.ceil(kernel_support(bandwidth, kernel) / d))
     off = np.arange(-r, r + 1) * d
     ox, oy = np.meshgrid(off, off)
@@ -177,8 +202,8 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     shape = (nyf + 2 * r, nxf + 2 * r)
     fshape = [fft.next_fast_len(n, real=True) for n in shape]
     acc = None
-    for b, k in zip(binned, kernels):
-        prod = fft.rfft2(b.reshape(nyf, nxf), fshape) * fft.rfft2(k, fshape)
+    for b, k in zip(binned_grids, kernels):
+        prod = fft.rfft2(b, fshape) * fft.rfft2(k, fshape)
         acc = prod if acc is None else acc + prod
     full = fft.irfft2(acc, fshape)[:shape[0], :shape[1]]
     out = full[r:r + nyf, r:r + nxf]

@@ -71,7 +71,7 @@ def test_lattice_matches_its_sparse_twin(memphis):
     m = memphis.iloc[::3]  # holes in the lattice: masked cells must not count as neighbours
     ix = np.rint((m.cx_32615 - m.cx_32615.min()) / 500).astype(int)
     iy = np.rint((m.cy_32615 - m.cy_32615.min()) / 500).astype(int)
-    for band in (500.0, 1200.0, 11_000.0):  # the last uses the FFT path (> 400 offsets)
+    for band in (500.0, 1200.0, 11_000.0, 31_000.0):  # shift-add, runs, runs, FFT (radius > 60 cells)
         lat = LatticeNeighbours(ix, iy, 500.0, band)
         sp = distance_band_neighbours(np.column_stack([ix * 500.0, iy * 500.0]), band)
         np.testing.assert_array_equal(lat.cardinality, sp.cardinality)
