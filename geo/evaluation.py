@@ -220,8 +220,8 @@ def did_regression(panel: pd.DataFrame, *, outcome: str = "y", place: str = "pla
     """Difference-in-differences rate ratio from a place x period panel (statsmodels GLM).
 
     Model ``log E[y] = place + period + b * (treated * after)``. ``family``:
-    ``"poisson"``, ``"nb"`` (negative binomial, dispersion estimated by maximum
-    likelihood first), ``"quasi"`` (quasi-Poisson, Pearson scale; for harm) or
+    ``"poisson"``, ``"nb"`` (negative binomial GLM, dispersion alpha from the
+    Cameron-Trivedi auxiliary regression on the Poisson fit), ``"quasi"`` (quasi-Poisson, Pearson scale; for harm) or
     ``"auto"`` (negative binomial when the Poisson Pearson dispersion exceeds 1.5 on
     integer outcomes, quasi-Poisson on non-integer ones; the choice and reason are returned).
     Intervals are cluster-robust by place when there are at least 10 places.
@@ -272,10 +272,12 @@ def did_regression(panel: pd.DataFrame, *, outcome: str = "y", place: str = "pla
             if cov == "cluster":
                 res = sm.GLM(y, X, family=sm.families.Poisson()).fit(**kw)
         elif fam == "nb":
-            nb = sm.NegativeBinomial(y, X).fit(disp=0, maxiter=200)
-            a = float(np.clip(nb.params.iloc[-1], 1e-6, 1e3))
+            # dispersion by the Cameron & Trivedi (1990) auxiliary regression on the Poisson fit:
+            # (y - mu)^2 - y = alpha * mu^2 + e  ->  alpha = sum(mu^2 ((y-mu)^2 - y)) / sum(mu^4)
+            mu = pois.fittedvalues
+            a = float(np.clip(np.sum(mu ** 2 * ((y - mu) ** 2 - y)) / np.sum(mu ** 4), 1e-6, 1e3))
             res = sm.GLM(y, X, family=sm.families.NegativeBinomial(alpha=a)).fit(**kw)
-            why += f" (alpha {a:.3f})"
+            why += f" (alpha {a:.3f}, Cameron-Trivedi moment estimate)"
         else:
             raise HarmspotError(f"did_regression: family {family!r}: use auto, poisson, nb or quasi")
     b = float(res.params["treated_after"])
@@ -659,7 +661,8 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
                    buffer_m: float = 100.0, before, after, weights=None, categories=None, area=None, towns=None,
                    town_col: str = "name", visits: pd.DataFrame | None = None, schedule: pd.DataFrame | None = None,
                    alpha: float = 0.05, mde_threshold: float = 0.4, sppt_samples: int = 200, seed: int = 0,
-                   bin_hours: float = 6.0, horizon_hours: float = 168.0, family: str = "auto"):
+                   bin_hours: float = 6.0, horizon_hours: float = 168.0, family: str = "auto",
+                   max_places_monthly: int = 60):
     """Did harm fall in the patrolled places compared with similar places, without moving next door?
 
     Parameters
@@ -679,6 +682,8 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
         (needs incident times).
     schedule : Grip crossover schedule (spot_id, date, treated) for the place-day design
         (needs incident dates).
+    max_places_monthly : above this many treated + control places the regression uses a
+        place x (before, after) panel instead of place x month (echoed as a choice).
 
     Returns
     -------
@@ -762,6 +767,25 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
                           "count": cnt.ravel(), "harm": hrm.ravel()})
     panel["treated"] = panel["role"] == "treated"
     warn = []
+    have = set(df["month"].astype(str))
+    empty_months = [m for m in months if m not in have]
+    if empty_months:
+        nb_ = sum(m in before.months and m not in empty_months for m in months)
+        na_ = sum(m in after.months and m not in before.months and m not in empty_months for m in months)
+        warn.append(f"no incidents at all in {len(empty_months)} month(s) of the periods ({', '.join(empty_months)}): "
+                    f"missing data, not zero crime. The before period has {nb_} and the after period {na_} months "
+                    "with data, so totals (% change, TNE, WDD) compare unequal spans; the regression leaves the "
+                    "empty months out. Choose periods with the same number of months with data.")
+        panel = panel[~panel["period"].isin(empty_months)].reset_index(drop=True)
+    if n_p > max_places_monthly:
+        # a place x month fixed-effects GLM with hundreds of places is slow (dense IRLS); the before/after
+        # collapse keeps place effects and the DiD term (for Poisson the point estimate is unchanged)
+        did_panel = panel.groupby(["place", "role", "treated", "after"], as_index=False)[["count", "harm"]].sum()
+        did_panel["period"] = np.where(did_panel["after"], "after", "before")
+        choices.append(Choice("regression panel", "place x before/after",
+                              f"{n_p} places > {max_places_monthly}: months summed within each period"))
+    else:
+        did_panel = panel
 
     def block(kind):
         if kind == "counts":
@@ -779,7 +803,8 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
             wd = wdd_weighted(pairs["control"], pairs["treated"], pairs["control_buffer"], pairs["treated_buffer"],
                               alpha=alpha)
         try:
-            did = did_regression(panel, outcome="count" if kind == "counts" else "harm", family=family, alpha=alpha)
+            did = did_regression(did_panel, outcome="count" if kind == "counts" else "harm", family=family,
+                                 alpha=alpha)
         except HarmspotError as exc:
             did = {"rate_ratio": float("nan"), "rate_ratio_low": float("nan"), "rate_ratio_high": float("nan"),
                    "family": None, "p": float("nan"), "family_reason": str(exc)}

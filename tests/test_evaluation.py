@@ -224,6 +224,12 @@ def test_essex_month_level_before_after(essex_store):
             for p in ("before", "after")))
     assert c["rate_ratio_low"] <= c["rate_ratio"] <= c["rate_ratio_high"]
     assert not res.summary["has_times"]
+    # months without any data in the store (police.uk gaps) are named in a warning, not treated as zero crime
+    have = set(inc.frame["month"].astype(str))
+    gaps = [m for m in before.months + after.months if m not in have]
+    for m in gaps:
+        assert any(m in w for w in res.summary["warnings"])
+    assert not set(gaps) & set(res.tables["panel"]["period"])
 
 
 def test_cli_evaluate_contract(tmp_path, scenario, town_store):
