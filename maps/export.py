@@ -211,11 +211,20 @@ def read_layer(path, layer: str | None = None, *, all_layers: bool = False) -> L
     (band 1; nodata and the ``harmspot`` metadata tag kept). With ``all_layers`` every other
     layer of a GeoPackage is read into ``others``.
     """
-    import geopandas as gpd
-
     p = Path(path)
     if not p.exists():
         raise ExportError(f"{p}: no such file")
+    try:
+        return _read_layer(p, layer, all_layers)
+    except HarmspotError:
+        raise
+    except Exception as exc:  # GDAL/pyogrio/rasterio/pandas errors: name the file, keep the reason
+        raise ExportError(f"{p}: cannot be read as a layer ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _read_layer(p: Path, layer, all_layers) -> LayerFile:
+    import geopandas as gpd
+
     ext = p.suffix.lower()
     meta = read_meta(p)
     if ext in RASTER_EXTS:
@@ -460,10 +469,14 @@ def _kml_colour(hex_rgb: str, alpha: int) -> str:
 
 
 def placemark_names(gdf, kind: str) -> list[str]:
-    """Placemark names: '#rank location' for harm spots, else the label column, else 'feature N'."""
+    """Placemark names: '#rank location' for harm spots ('town #rank location' when there are several
+    towns: ranks restart in each), else the label column, else 'feature N'."""
     if kind == "spots" and "rank" in gdf.columns:
         loc = gdf["location"].astype(str) if "location" in gdf.columns else gdf.get("spot_id", pd.Series([""] * len(gdf)))
-        return [f"#{int(r)} {l}".strip() if pd.notna(r) else str(l) for r, l in zip(gdf["rank"], loc)]
+        names = [f"#{int(r)} {l}".strip() if pd.notna(r) else str(l) for r, l in zip(gdf["rank"], loc)]
+        if "town" in gdf.columns and gdf["town"].nunique() > 1:  # ranks restart in each town
+            names = [f"{t} {n}" for t, n in zip(gdf["town"].astype(str), names)]
+        return names
     c = label_column(gdf)
     if c is not None:
         return gdf[c].astype(str).tolist()

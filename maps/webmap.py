@@ -323,7 +323,7 @@ _LAYER_JS = """
       return v.toPrecision(3);} return String(v).replace(/[&<>]/g,function(c){return {'&':'&amp;','<':'&lt;','>':'&gt;'}[c];}); }
   function why(p){
     if(opts.kind==='spots'){ var s='Rank '+fmt(p.rank)+' harm spot'+(p.town?' in '+fmt(p.town):'');
-      if(p.share_harm!==undefined&&p.share_harm!==null) s+=': '+(100*p.share_harm).toFixed(1)+'% of the harm'+(opts.period?' in '+opts.period:'');
+      if(p.share_harm!==undefined&&p.share_harm!==null) s+=': '+(100*p.share_harm).toFixed(1)+(p.town?"% of the town's harm":'% of the harm')+(opts.period?' in '+opts.period:'');
       if(p.target_minutes) s+='. Dose: '+fmt(p.target_minutes)+' min per visit'; return s+'.'; }
     if(opts.kind==='gistar') return 'Gi* class: '+fmt(p.gistar_class||p[opts.classcol]||'');
     if(opts.kind==='zones'){ var q=p.quadrant||p.type; return (p.category?fmt(p.category):'Minerva zone')+(q?' &ndash; '+fmt(q):'')+(p.drivers?'; drivers: '+fmt(p.drivers):'')+(opts.period?' ('+opts.period+')':''); }
@@ -352,6 +352,8 @@ _LAYER_JS = """
       labels++; }); }
   window.harmspot = window.harmspot || {layers:{}};
   window.harmspot.layers[opts.css] = {features: lyr.getLayers().length, labels: labels, canvas: !!opts.canvas};
+  window.harmspotLayers = window.harmspotLayers || {};
+  window.harmspotLayers[opts.css] = lyr;
 })();
 """
 
@@ -659,7 +661,7 @@ _LOCAL = ("file:", "data:", "blob:", "about:", "chrome:", "chrome-extension:", "
 
 
 def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int = 900, settle_ms: int = 500,
-                  timeout: float = 90.0, block_network: bool = True) -> dict:
+                  timeout: float = 90.0, block_network: bool = True, evaluate: dict | None = None) -> dict:
     """Open a map in headless Chromium through the DevTools protocol and report what drew.
 
     Returns ``{"load_ms", "drawn_ms", "requests", "external", "counts", "harmspot", "errors",
@@ -668,6 +670,8 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
     overlays and rank labels in the rendered DOM, the page's own per-layer feature counts
     (``window.harmspot``) and JavaScript exceptions. ``block_network`` also points Chromium at
     a dead proxy so a stray request fails instead of leaving the machine (it is still reported).
+    ``evaluate`` ({name: JS expression}) adds the expressions' values under ``"evaluated"``
+    (run after the screenshot; ``window.harmspotLayers[css_class]`` is each Leaflet layer).
     Needs a Chromium binary and the ``websocket-client`` package.
     """
     import os
@@ -772,6 +776,10 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
             shot = call("Page.captureScreenshot", format="png")
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+        evaluated = {}
+        for name, expr in (evaluate or {}).items():
+            r = call("Runtime.evaluate", expression=expr, returnByValue=True)
+            evaluated[name] = r.get("result", {}).get("value", r.get("exceptionDetails", {}).get("text"))
         # drain pending events
         ws.settimeout(0.2)
         try:
@@ -792,7 +800,8 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
                 "external": [u for u in requests if not u.startswith(_LOCAL)], "counts": res["counts"],
                 "harmspot": res["harmspot"], "errors": errors, "title": res["title"], "marking": res["marking"],
                 "heading": res["heading"], "paths": res["paths"],
-                "js_heap_mb": metrics.get("JSHeapUsedSize", 0) / 2**20, "nodes": metrics.get("Nodes")}
+                "js_heap_mb": metrics.get("JSHeapUsedSize", 0) / 2**20, "nodes": metrics.get("Nodes"),
+                "evaluated": evaluated}
     finally:
         if ws is not None:
             try:

@@ -101,7 +101,12 @@ def rendered(layer_files, town):
                            title="Harmstead tasking (SYNTHETIC)")
     html = wm.save_map(m, d / "map.html")
     ARTIFACTS.mkdir(exist_ok=True)
-    res = wm.browser_check(html, screenshot=ARTIFACTS / "map_offline.png")
+    popup = ("(function(n){var l=window.harmspotLayers[n].getLayers()[0];"
+             "l.fire('click', {latlng: l.getBounds().getCenter()}, true);"  # a click, as a user would
+             "var ps=document.querySelectorAll('.leaflet-popup .hs-why');"  # old popups fade out: take the newest
+             "return ps[ps.length-1].textContent;})")
+    res = wm.browser_check(html, screenshot=ARTIFACTS / "map_offline.png",
+                           evaluate={k: f"{popup}('hs-{k}')" for k in ("spots", "cells", "gistar", "zones")})
     return res, info
 
 
@@ -123,6 +128,19 @@ def test_layers_drew_one_path_per_feature(rendered, layer_files, town):
     for L in info.layers:  # the page's own counts agree with what Python drew
         if L["renderer"] == "svg":
             assert res["harmspot"]["layers"][L["css_class"]]["features"] == L["drawn"]
+
+
+def test_popups_say_why(rendered, layer_files):
+    """Clicking a feature opens a popup whose first line says why the place is on the map."""
+    res, _ = rendered
+    _, cells, spots, gi, zones = layer_files
+    ev = res["evaluated"]
+    s0 = spots.layer.iloc[0]
+    assert ev["spots"] == (f"Rank {s0['rank']} harm spot in {s0['town']}: {100 * s0['share_harm']:.1f}% of the "
+                           f"town's harm in 2025-01-01 to 2025-12-31. Dose: {s0['target_minutes']} min per visit.")
+    assert ev["gistar"].startswith("Gi* class: ")
+    assert ev["zones"].startswith("Minerva zone") and "high risk, high harm" in ev["zones"]
+    assert ev["cells"].endswith(" harm in 2025-01-01 to 2025-12-31")
 
 
 def test_no_request_left_the_machine(rendered):
