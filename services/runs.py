@@ -101,7 +101,13 @@ class RtmParams(CommonParams):
 
 
 class MinervaParams(CommonParams):
-    cell: float | None = Field(None, ge=25, le=5000)
+    units: Literal["square", "h3"] = Field("square", description="Units covering the store's study area.")
+    cell: float = Field(250.0, ge=50, le=2000, description="Square size in metres.")
+    res: int = Field(9, ge=6, le=11, description="H3 resolution.")
+    vawg: Literal["auto", "flag", "proxy"] = "auto"
+    include_domestic: bool = False
+    rr_min: float = Field(1.5, ge=1.0, le=10.0)
+    alpha: float = Field(0.05, gt=0, lt=1)
 
 
 class DoseParams(BaseModel):
@@ -268,6 +274,23 @@ def run_evaluation(p: EvaluationParams, store, uploads):
                           area=store.study_area(), seed=p.seed)
 
 
+def run_minerva(p: MinervaParams, store, uploads):
+    from geo.minerva import h3_units, minerva_zones, points_from_frame, square_units
+
+    period, choices, inc = _period_and_incidents(store, p)
+    area = _area(store, uploads)
+    if area is None:
+        raise HarmspotError("minerva needs a study area: the store has none; upload one as 'area'")
+    units = square_units(area, p.cell) if p.units == "square" else h3_units(area, p.res)
+    fear = points_from_frame(uploads["fear"], "upload 'fear'")
+    ctx = {k: v for k, v in uploads.items() if k not in ("fear", "area", "districts")}
+    res = minerva_zones(units, inc, fear, id_col="unit_id", layers=ctx, period=period, vawg=p.vawg,
+                        proxy_categories=p.categories, include_domestic=p.include_domestic, rr_min=p.rr_min,
+                        alpha=p.alpha, districts=uploads.get("districts"))
+    res.choices = choices + res.choices
+    return res
+
+
 def _not_wired(kind):
     def fn(p, store, uploads):
         raise NotAvailable(f"run kind {kind!r} is not available in this build (its geo module is not wired yet)")
@@ -290,7 +313,12 @@ def _registry() -> dict[str, RunKind]:
         "rtm": RunKind("rtm", RtmParams, run_rtm, ("geo.rtm", "geo.factors"),
                        {"*": "risk-factor points, one upload per factor named by its slot (pubs, stations...)", **AREA},
                        "Risk terrain modelling: relative risk surface and priority places."),
-        "minerva": RunKind("minerva", MinervaParams, _not_wired("minerva"), ("geo.minerva",)),
+        "minerva": RunKind("minerva", MinervaParams, run_minerva, ("geo.minerva",),
+                           {"fear": "felt-unsafe reports CSV (longitude/latitude or easting/northing, time, reason)",
+                            "districts": "district polygons with a name column (optional)",
+                            "*": "context point layers, one per slot name (pubs, stations...)", **AREA},
+                           "Minerva VAWG zones where offences and fear coincide.", required=("fear",),
+                           tables=("fear",)),
         "dose": RunKind("dose", DoseParams, run_dose, ("geo.patrol",),
                         {"pings": "GPS pings CSV (unit_id, timestamp, longitude, latitude)",
                          "spots": "spot polygons with id_col"},
@@ -365,14 +393,14 @@ def read_upload(slot: str, filename: str, data: bytes, max_rows: int):
 
 
 def read_table_upload(slot: str, filename: str, data: bytes, max_rows: int):
-    """An uploaded CSV as a plain DataFrame of strings (validated by the analysis, e.g. GPS pings)."""
+    """An uploaded CSV as a plain DataFrame (validated by the analysis itself, e.g. GPS pings, fear reports)."""
     import pandas as pd
 
     label = f"upload {slot!r} ({filename})"
     if not (filename or "").lower().endswith(".csv"):
         raise HarmspotError(f"{label}: send a .csv file")
     try:
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.BytesIO(data))
     except Exception as exc:  # pandas raises several parser errors
         raise HarmspotError(f"{label}: not a readable CSV ({exc})") from None
     if len(df) > max_rows:

@@ -673,3 +673,26 @@ def services_tiles():
     import services.tiles
 
     return services.tiles
+
+
+def test_run_minerva_equals_direct_call(kinds_api, town):
+    """Minerva zones via the API equal geo.minerva.minerva_zones on the same SYNTHETIC fear reports."""
+    from geo.minerva import minerva_zones, points_from_frame, square_units
+    from geo.synth_minerva import make_fear_points
+
+    api = kinds_api
+    fear = make_fear_points(town, n=600, seed=7)
+    r = api.post("/runs/minerva", "analyst", json={})
+    assert r.status_code == 400 and "'fear'" in r.json()["error"]["message"]
+    run = _run(api, "minerva", {"cell": 250}, {"fear": ("fear.csv", fear.to_csv(index=False).encode(), "text/csv")})
+    area = api.store.study_area()
+    truth = minerva_zones(square_units(area, 250.0), api.store.incidents(),
+                          points_from_frame(pd_read_csv(fear), "fear"), id_col="unit_id")
+    assert run["summary"]["minerva_zones"] == truth.summary["minerva_zones"]
+    assert run["summary"]["zones_of_local_interest"] == truth.summary["zones_of_local_interest"]
+
+
+def pd_read_csv(df):
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(df.to_csv(index=False)))
