@@ -133,8 +133,8 @@ def town_page(fig, town_name: str, town_geom, spots, plan, *, cells=None, period
         t = tab.table(cellText=rows, colLabels=cols, loc="upper center", cellLoc="left",
                       colWidths=[0.04, 0.27, 0.08, 0.06, 0.07, 0.07, 0.07, 0.10, 0.24])
         t.auto_set_font_size(False)
-        t.set_fontsize(7)
-        t.scale(1, 1.25)
+        t.set_fontsize(7 if len(rows) <= 14 else 6.5)
+        t.scale(1, 1.25 if len(rows) <= 14 else 1.0)  # 20 rows + header must end above the small print
         for (i, j), cell in t.get_celld().items():
             cell.set_edgecolor("#bbbbbb")
             if i == 0:

@@ -117,3 +117,26 @@ def test_pdf_renders_with_pdftoppm(pack, tmp_path):
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
+def test_town_without_spots_gets_its_page(town, tmp_path):
+    """A town with no harm spot still gets a page that says so (nothing is dropped quietly)."""
+    import geopandas as gpd
+    import shapely
+    from pypdf import PdfReader
+
+    from maps.briefing import briefing_pdf
+
+    big = town.towns.iloc[0]
+    c = big.geometry.centroid
+    spots = gpd.GeoDataFrame({"spot_id": ["S1"], "town": [big["name"]], "rank": [1], "location": ["On or near Test Road"],
+                              "harm": [100.0], "count": [5], "share_harm": [0.5], "trend": ["up"], "status": ["new"],
+                              "target_minutes": [15]},
+                             geometry=[shapely.box(c.x, c.y, c.x + 150, c.y + 150)], crs=town.towns.crs)
+    p = briefing_pdf(spots, None, town.towns, tmp_path / "b.pdf", name_col="name", period="2025-01-01 to 2025-12-31",
+                     marking="OFFICIAL")
+    pages = PdfReader(p).pages
+    assert len(pages) == 2
+    assert "On or near Test Road" in pages[0].extract_text()
+    t2 = pages[1].extract_text()
+    assert town.towns.iloc[1]["name"] in t2 and "No harm spots met the selection rules" in t2
