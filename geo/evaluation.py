@@ -108,7 +108,8 @@ def _ci(est, se, alpha):
     return est - z * se, est + z * se
 
 
-def wdd(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05) -> dict:
+def wdd(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05, time_weights=None,
+        area_weights=None) -> dict:
     """Weighted Displacement Difference test (Wheeler & Ratcliffe 2018).
 
     Parameters
@@ -117,6 +118,12 @@ def wdd(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05) 
     disp_control, disp : (before, after) counts in the control's and the treated
         area's displacement (buffer) areas; omit both for the local estimate only.
 
+    time_weights : (pre, post) relative lengths of the periods (ptools ``time_weights``):
+        counts are divided by them and variances by their squares, so the estimate is
+        in units of one post-period length when post = 1.
+    area_weights : relative sizes of (control, treated, disp_control, disp) areas
+        (ptools ``area_weights``): each area's counts are divided by its weight.
+
     Returns
     -------
     dict with ``est_local`` = (T1-T0) - (C1-C0), ``se_local`` = sqrt(T0+T1+C0+C1),
@@ -124,17 +131,28 @@ def wdd(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05) 
     est_displace, ``wdd_se`` = sqrt(sum of all counts), ``z``, ``p`` (two-sided),
     ``low``, ``high`` (normal interval at 1-alpha). Negative = crime fell.
     """
-    c0, c1 = map(float, control)
-    t0, t1 = map(float, treated)
+    tw = (1.0, 1.0) if time_weights is None else tuple(map(float, time_weights))
+    aw = (1.0, 1.0, 1.0, 1.0) if area_weights is None else tuple(map(float, area_weights))
+    if len(tw) != 2 or min(tw) <= 0:
+        raise HarmspotError(f"wdd: time_weights must be two positive numbers (pre, post); got {time_weights!r}")
+    if len(aw) != 4 or min(aw) <= 0:
+        raise HarmspotError(f"wdd: area_weights must be four positive numbers; got {area_weights!r}")
+
+    def scaled(pair, a):
+        x0, x1 = map(float, pair)
+        return x0 / (tw[0] * a), x1 / (tw[1] * a), x0 / (tw[0] * a) ** 2 + x1 / (tw[1] * a) ** 2
+
+    c0, c1, vc = scaled(control, aw[0])
+    t0, t1, vt = scaled(treated, aw[1])
     est_l = (t1 - t0) - (c1 - c0)
-    var_l = t0 + t1 + c0 + c1
+    var_l = vt + vc
     if (disp_control is None) != (disp is None):
         raise HarmspotError("wdd: give both disp_control and disp, or neither")
     if disp is not None:
-        dc0, dc1 = map(float, disp_control)
-        d0, d1 = map(float, disp)
+        dc0, dc1, vdc = scaled(disp_control, aw[2])
+        d0, d1, vd = scaled(disp, aw[3])
         est_d = (d1 - d0) - (dc1 - dc0)
-        var_d = d0 + d1 + dc0 + dc1
+        var_d = vd + vdc
     else:
         est_d, var_d = 0.0, 0.0
     return _wdd_out(est_l, var_l, est_d, var_d, alpha)
@@ -169,7 +187,7 @@ def wdd_harm(est, se, weights, *, alpha: float = 0.05) -> dict:
             "low": lo, "high": hi, "alpha": alpha}
 
 
-def wdd_weighted(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05) -> dict:
+def wdd_weighted(control, treated, disp_control=None, disp=None, *, alpha: float = 0.05, time_weights=None) -> dict:
     """Harm-weighted WDD from per-incident weights.
 
     Each argument is a pair ``(weights_before, weights_after)`` of arrays holding one
@@ -177,8 +195,11 @@ def wdd_weighted(control, treated, disp_control=None, disp=None, *, alpha: float
     sum is the sum of squared weights, so with one weight per crime type this equals
     :func:`wdd_harm` over per-type :func:`wdd` results.
     """
+    tw = (1.0, 1.0) if time_weights is None else tuple(map(float, time_weights))
+
     def s(pair):
         a, b = (np.asarray(v, float) for v in pair)
+        a, b = a / tw[0], b / tw[1]
         return a.sum(), b.sum(), (a ** 2).sum() + (b ** 2).sum()
 
     c0, c1, vc = s(control)
@@ -777,6 +798,14 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
                     "with data, so totals (% change, TNE, WDD) compare unequal spans; the regression leaves the "
                     "empty months out. Choose periods with the same number of months with data.")
         panel = panel[~panel["period"].isin(empty_months)].reset_index(drop=True)
+    n_before = sum(m in before.months and m not in empty_months for m in months)
+    n_after = sum(m in after.months and m not in before.months and m not in empty_months for m in months)
+    time_w = None
+    if n_before != n_after and n_before and n_after:
+        time_w = (n_before / n_after, 1.0)
+        choices.append(Choice("WDD time weights", f"{n_before}/{n_after} : 1",
+                              f"the before period has {n_before} and the after period {n_after} months with data: "
+                              "WDD counts are put on the after period's length (Wheeler's time weights)"))
     if n_p > max_places_monthly:
         # a place x month fixed-effects GLM with hundreds of places is slow (dense IRLS); the before/after
         # collapse keeps place effects and the DiD term (for Poisson the point estimate is unchanged)
@@ -798,10 +827,10 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
                                                     g["control_buffer"])
         q = wdq(t0, t1, b0, b1, c0, c1)
         if kind == "counts":
-            wd = wdd((c0, c1), (t0, t1), (dc0, dc1), (b0, b1), alpha=alpha)
+            wd = wdd((c0, c1), (t0, t1), (dc0, dc1), (b0, b1), alpha=alpha, time_weights=time_w)
         else:
             wd = wdd_weighted(pairs["control"], pairs["treated"], pairs["control_buffer"], pairs["treated_buffer"],
-                              alpha=alpha)
+                              alpha=alpha, time_weights=time_w)
         try:
             did = did_regression(did_panel, outcome="count" if kind == "counts" else "harm", family=family,
                                  alpha=alpha)

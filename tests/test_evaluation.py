@@ -46,6 +46,23 @@ def test_wdd_ptools_simple_cases():
     assert ev.wdd((20, 20), (20, 10), (20, 20), (20, 10))["wdd"] == -20
 
 
+# ptools tests/testthat/test-wdd.R "Time Weights" (Wheeler 2021, "The WDD test with different pre/post
+# time periods", andrewpwheeler.com/2021/01/09): wdd(c(100,50), c(80,20), time_weights=c(2,1)) -> -20, SE sqrt(115)
+def test_wdd_time_weights():
+    r = ev.wdd((100, 50), (80, 20), time_weights=(2, 1))
+    assert r["wdd"] == pytest.approx(-20.0, abs=1e-9)
+    assert r["wdd_se"] == pytest.approx(np.sqrt(115), rel=1e-9)
+
+
+# ptools "Area Weights" (Wheeler 2021, "The WDD test with different area sizes", andrewpwheeler.com/2021/02/23):
+# paper counts with area_weights c(0.9,1.2,1.6,1.5) -> -99.69444444, 35.4280755, -2.813995483,
+# -169.1321965, -30.25669241 (tolerance 1e-6)
+def test_wdd_area_weights():
+    r = ev.wdd((308, 318), (207, 110), (150, 140), (178, 157), area_weights=(0.9, 1.2, 1.6, 1.5))
+    np.testing.assert_allclose([r["wdd"], r["wdd_se"], r["z"], r["low"], r["high"]],
+                               [-99.69444444, 35.4280755, -2.813995483, -169.1321965, -30.25669241], rtol=1e-6)
+
+
 # Wheeler (2020) "Amending the WDD test to incorporate harm weights",
 # https://andrewpwheeler.com/2020/11/19/amending-the-wdd-test-to-incorporate-harm-weights/ and
 # ptools tests/testthat/test-wdd.R "Cumulative Harm": five crime types (motor vehicle theft, theft,
@@ -230,6 +247,10 @@ def test_essex_month_level_before_after(essex_store):
     for m in gaps:
         assert any(m in w for w in res.summary["warnings"])
     assert not set(gaps) & set(res.tables["panel"]["period"])
+    nb = sum(m in have for m in before.months)
+    na = sum(m in have for m in after.months)
+    # unequal months with data -> WDD on the after period's length, echoed; equal -> none
+    assert any(c.name == "WDD time weights" for c in res.choices) == (nb != na)
 
 
 def test_cli_evaluate_contract(tmp_path, scenario, town_store):
