@@ -43,7 +43,7 @@ import pandas as pd
 from geo import BNG, WGS84
 from geo.errors import HarmspotError
 from geo.result import Choice, Raster
-from maps.export import (GISTAR_COLOURS, RAMP, feature_styles, label_column, layer_kind, read_layer, value_column)
+from maps.export import (GISTAR_COLOURS, feature_styles, label_column, layer_kind, read_layer, value_column)
 
 #: Above this many drawn cells a cell layer is merged to coarser squares.
 MAX_FEATURES = 50_000
@@ -674,7 +674,6 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
     (run after the screenshot; ``window.harmspotLayers[css_class]`` is each Leaflet layer).
     Needs a Chromium binary and the ``websocket-client`` package.
     """
-    import os
     import shutil
     import subprocess
     import tempfile
@@ -814,4 +813,3 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
             proc.kill()
             proc.wait(timeout=10)
         shutil.rmtree(prof, ignore_errors=True)
-        _ = os  # keep the import local
