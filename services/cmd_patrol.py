@@ -291,7 +291,7 @@ def register(app) -> None:
 
 def demo_step(ctx) -> None:
     """Patrol dose from synthetic GPS pings at the top cells, and a before/after evaluation report."""
-    from geo import evaluation, patrol
+    from geo import evaluation
     from geo.period import Period
     from geo.synth_patrol import make_patrol_scenario
     from maps.eval_report import write_report
