@@ -80,7 +80,7 @@ def fit_learned(F: pd.DataFrame, y, seed: int = 0):
     return model
 
 
-def explain_learned(model, F: pd.DataFrame, y, *, seed: int = 0, sample: int = 10_000, n_repeats: int = 3,
+def explain_learned(model, F: pd.DataFrame, y, *, seed: int = 0, sample: int = 4_000, n_repeats: int = 3,
                     top: int = 4) -> tuple[pd.DataFrame, dict]:
     """Permutation importances (Poisson deviance) and partial dependence of the top features.
 

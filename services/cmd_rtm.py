@@ -286,9 +286,10 @@ def register(app) -> None:
     """Add ``harmspot rtm`` to the harmspot Typer app."""
     app.command(
         name="rtm",
-        epilog="Example: harmspot rtm --store essex.duckdb --factor pubs=venues.csv.gz --where pubs:business_type=Pub "
+        epilog="Example: harmspot rtm --store essex.duckdb --boundary essex_lad_2013.geojson.gz --name-col LAD13NM "
+               "--area-name Chelmsford --factor pubs=essex_licensed_venues_fhrs.csv.gz --where pubs:business_type=Pub "
                "--factor stations=essex_rail_stations.csv --cell 50 --block 100 --category 'Violence and sexual "
-               "offences' --area-name Chelmsford --out risk.tif --places places.gpkg --report rtm.html --compare --json",
+               "offences' --out risk.tif --places places.gpkg --report rtm.html --compare --json",
     )(rtm_command)
 
 
