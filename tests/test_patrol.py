@@ -195,3 +195,63 @@ def test_cli_dose_interactions(tmp_path):
     t = pd.read_csv(tmp_path / "visits_interactions.csv")
     assert t["count"].sum() == 2 and set(t["kind"]) == {"business check", "stop search"}
     assert len(pd.read_csv(tmp_path / "visits_interactions_rejects.csv")) == 1
+
+
+# ------------------------------------------------------------------------------------------- slow twin
+def _slow_visits(hits, interval_s, gap_factor=3.0, min_dwell=2.0):
+    """Obviously correct per-ping loop (the twin of visits_from_hits): walk each unit's in-spot pings in time."""
+    out = []
+    for (u, s), g in hits.groupby(["unit_id", "spot"]):
+        ts = sorted(g["t"])
+        iv = interval_s[u] * 1e9
+        start = prev = ts[0]
+        n = 1
+        for t in ts[1:]:
+            if t - prev > gap_factor * iv:
+                out.append((s, u, start, prev + iv, n))
+                start, n = t, 0
+            prev = t
+            n += 1
+        out.append((s, u, start, prev + iv, n))
+    rows = [(s, u, a, b, (b - a) / 6e10, n) for s, u, a, b, n in out]
+    df = pd.DataFrame(rows, columns=["spot", "unit_id", "start", "end", "minutes", "pings"])
+    return df[df["minutes"] >= min_dwell], df[df["minutes"] < min_dwell]
+
+
+def test_visits_match_slow_twin():
+    # random in-spot pings (SYNTHETIC): 4 units with different intervals, 3 spots, bursts and gaps
+    rng = np.random.default_rng(11)
+    rows = []
+    for u, iv in zip(["A", "B", "C", "D"], [15, 30, 60, 120]):
+        t = 0
+        for _ in range(60):
+            t += int(rng.integers(1, 40)) * iv * 10**9 // 4
+            rows.append((u, int(rng.integers(0, 3)), t))
+    hits = pd.DataFrame(rows, columns=["unit_id", "spot", "t"])
+    intervals = pd.Series({"A": 15.0, "B": 30.0, "C": 60.0, "D": 120.0})
+    fast_v, fast_p = patrol.visits_from_hits(hits, intervals, np.array(["s0", "s1", "s2"], dtype=object))
+    slow_v, slow_p = _slow_visits(hits, intervals)
+    assert len(fast_v) == len(slow_v) > 10 and len(fast_p) == len(slow_p) > 0
+    key = lambda d: sorted(zip(d["unit_id"], d["minutes"].round(6), d["pings"]))  # noqa: E731
+    assert key(fast_v) == key(slow_v)
+    assert key(fast_p) == key(slow_p)
+
+
+# read = accepted + rejected for arbitrary input (hypothesis: nothing is lost)
+def test_validation_loses_nothing_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cell = st.one_of(st.text(max_size=6), st.sampled_from(["2025-03-03T10:00:00Z", "2025-03-03 10:01", "",
+                                                           "31/12/2025 23:59"]))
+    num = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["U1", "U2", ""]), cell, num, num), min_size=1, max_size=25))
+    def check(rows):
+        raw = pd.DataFrame(rows, columns=["unit_id", "timestamp", "easting", "northing"]).astype(str)
+        pt = patrol.validate_pings(raw, x_col="easting", y_col="northing")
+        assert pt.read == len(raw) == pt.accepted + pt.rejected
+        assert set(pt.rejects["reason"]) <= set(patrol.PING_REJECT_REASONS)
+
+    check()
