@@ -107,3 +107,49 @@ def register(app) -> None:
     """Add ``serve`` and the ``keys`` sub-app to the harmspot Typer app."""
     app.command("serve", epilog="Example: harmspot serve --store force.duckdb --host 127.0.0.1 --port 8000")(serve)
     app.add_typer(keys_app, name="keys")
+
+
+def demo_step(ctx) -> None:
+    """The API in-process on the demo store: keys per role, a cells run, the partner's suppressed view."""
+    import json
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.auth import new_key
+    from services.settings import Settings
+    from services.store import DuckDBStore
+
+    st = DuckDBStore(ctx.store_path)
+    keys = {}
+    for role in ("analyst", "partner", "viewer"):
+        kid, key, digest = new_key(role)
+        st.add_key(kid, digest, role, "demo")
+        keys[role] = key
+    try:
+        app = create_app(Settings(store=str(ctx.store_path)), store=st)
+        with TestClient(app) as c:
+            run = c.post("/runs/cells", headers={"X-API-Key": keys["analyst"]}, json={"cell": 250}).json()
+            t0 = time.time()
+            while run["status"] not in ("done", "failed") and time.time() - t0 < 60:
+                time.sleep(0.2)
+                run = c.get(f"/runs/{run['run_id']}", headers={"X-API-Key": keys["analyst"]}).json()
+            if run["status"] != "done":
+                from geo.errors import HarmspotError
+
+                raise HarmspotError(f"demo API run failed: {run.get('error')}")
+            lid = run["layer_ids"][0]
+            partner = c.get(f"/layers/{lid}", headers={"X-API-Key": keys["partner"]}).content
+            out = ctx.out / "api_cells_partner.geojson"
+            out.write_bytes(partner)
+            fc = json.loads(partner)
+            n_sup = sum(1 for f in fc["features"] if f["properties"].get("suppressed"))
+            denied = c.post("/runs/cells", headers={"X-API-Key": keys["viewer"]}, json={}).status_code
+        from services.ui import console
+
+        console.print(f"  API: run {run['run_id'][:8]} done; partner view has {n_sup:,} of {len(fc['features']):,} "
+                      f"cells suppressed (count < {fc['suppression']['k']}); a viewer posting a run gets {denied}")
+        ctx.add("API partner view of a cells run (GeoJSON, suppressed cells)", out)
+    finally:
+        st.close()
