@@ -213,8 +213,26 @@ def emerging_hotspots(
         raise HarmspotError(f"--freq {freq!r}: use auto, M, 7D or 14D")
     freq = freq.upper()
     start = None
-    if period is not None:
-        start = period.start.strftime("%Y-%m") if freq == "M" else period.start.isoformat()
+    if freq == "M":
+        if period is not None:
+            start = period.start.strftime("%Y-%m")
+    else:
+        # day steps END at the period's last day, so the final step (the one EHSA reads first) is complete;
+        # an incomplete remainder at the start is left out and said so
+        days = int(freq.rstrip("D"))
+        if period is not None:
+            p0, p1 = pd.Timestamp(period.start), pd.Timestamp(period.end)
+        else:
+            t = pd.to_datetime(sel.frame["occurred_at"])
+            p0, p1 = t.min().normalize(), t.max().normalize()
+        n_steps = ((p1 - p0).days + 1) // days
+        if n_steps < 1:
+            raise EmptyInputError(f"the period is shorter than one {freq} step")
+        start_ts = p1 - pd.Timedelta(days=n_steps * days - 1)
+        if start_ts > p0:
+            choices.append(Choice("days left out", f"{p0.date()} to {(start_ts - pd.Timedelta(days=1)).date()}",
+                                  f"fewer than {days} days before the first complete step"))
+        start = start_ts.date().isoformat()
     frame = units_frame_like(units, base.layer)
     counts, harm, labels = unit_window_matrix(sel, units, frame, freq, weights, start=start)
     y = (counts if weight == "count" else harm).astype(float)

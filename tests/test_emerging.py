@@ -145,3 +145,18 @@ def test_bad_freq_raises():
     inc, _ = _planted_town()
     with pytest.raises(ValueError, match="--freq '3M'"):
         emerging_hotspots(inc, freq="3M")
+
+
+def test_day_steps_end_at_the_period_end(town_store, town):
+    # SYNTHETIC town (seed 42) with times: 365 days in 14-day steps = 26 complete steps ending on
+    # 2025-12-31 (the last starts 2025-12-18); the 1 day left over at the start is left out and echoed.
+    from geo.period import Period
+    from geo.units import SquareGrid
+
+    inc = town_store.incidents()
+    res = emerging_hotspots(inc, SquareGrid(250), area=town.boundary, period=Period.parse("2025-01", "2025-12"),
+                            freq="14D")
+    assert res.params["steps"] == 26
+    assert res.summary["steps"][-1] == "2025-12-18"
+    left = [c for c in res.choices if c.name == "days left out"]
+    assert left and left[0].value == "2025-01-01 to 2025-01-01"
