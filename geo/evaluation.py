@@ -860,6 +860,12 @@ def evaluate_areas(incidents, treated, control=None, *, id_col: str = "spot_id",
         return out
 
     counts, harm = block("counts"), block("harm")
+    if len(matching) and counts["treated_before"] > 0:
+        r = counts["control_before"] / counts["treated_before"]
+        if not 0.5 <= r <= 2.0:
+            warn.append(f"the matched controls had {100 * r:.0f}% of the treated places' before-period incidents: "
+                        "no similar places were left outside the buffers, so the comparison is weak; give controls "
+                        "(--control FILE), a smaller --buffer, or towns with more candidate places")
     if counts["treated_before"] < 30:
         warn.append(f"only {counts['treated_before']} incidents in the treated places before: percentage changes "
                     "are unstable")

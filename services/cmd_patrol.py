@@ -258,6 +258,17 @@ def register(app) -> None:
             cb(1, 1, "done")
         echo_choices(res)
         s = res.summary
+        m = res.tables.get("matching")
+        if m is not None and len(m):
+            from rich.table import Table
+
+            t = Table(title=f"automatic controls (first {min(len(m), 10)} of {len(m)}; all in the report tables)")
+            for c in ("treated_id", "treated_count", "control_id", "control_count", "distance"):
+                t.add_column(c, justify="right" if c.endswith(("count", "distance")) else "left")
+            for _, r in m.head(10).iterrows():
+                t.add_row(str(r["treated_id"]), f"{r.get('treated_count', '')}", str(r["control_id"]),
+                          f"{r.get('control_count', '')}", f"{r['distance']:.2f}")
+            console.print(t)
         for kind in ("counts", "harm"):
             b = s[kind]
             console.print(f"[bold]{kind}[/]: treated {b['treated_before']:,.0f} -> {b['treated_after']:,.0f} "
