@@ -249,3 +249,28 @@ def test_cli_empty_factor_is_a_clear_error(town_store, tmp_path):
     assert r.returncode == 2
     msg = " ".join(r.stderr.split())
     assert "factor 'hostels'" in msg and "hostels.csv" in msg and "empty" in msg
+
+
+def test_null_world_selects_nothing_and_reports_it(tmp_path):
+    # planted truth "no effect" (SYNTHETIC, seed 1): incidents uniform over the area, one random factor layer;
+    # BIC must not buy a factor, every cell scores 1 and there are no priority places
+    import shapely
+
+    from geo.incidents import IncidentTable
+    from maps.rtm_report import write_rtm_report
+
+    rng = np.random.default_rng(1)
+    area = shapely.box(560_000, 214_000, 563_000, 216_000)
+    n = 800
+    df = pd.DataFrame({"x": rng.uniform(560_000, 563_000, n), "y": rng.uniform(214_000, 216_000, n),
+                       "occurred_at": pd.Timestamp("2025-01-05"), "incident_id": [f"i{i}" for i in range(n)],
+                       "category": "Violence and sexual offences", "lon": 0.5, "lat": 51.7})
+    f = factor_from_frame("random", pd.DataFrame({"easting": rng.uniform(560_000, 563_000, 20),
+                                                  "northing": rng.uniform(214_000, 216_000, 20)}))
+    res = risk_terrain(IncidentTable.from_frame(df), [f], area)
+    assert len(res.tables["factors"]) == 0
+    assert res.summary["max_rrs"] == 1.0 and res.summary["priority_places"] == 0
+    names = [c.name for c in res.choices if c.automatic]
+    assert "cell size" in names and "block length" in names  # defaults announced when not given
+    html = write_rtm_report(res, tmp_path / "r.html").read_text()
+    assert "No risk factor improved the model" in html
