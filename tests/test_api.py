@@ -85,12 +85,22 @@ def new_pg_database(base_url: str) -> str:
     return base_url.rsplit("/", 1)[0] + "/" + name
 
 
+_PG: dict = {}
+
+
 @pytest.fixture(scope="session")
 def postgis_url():
-    """URL of the session's throwaway PostGIS cluster (skips with a reason when PostgreSQL is absent)."""
-    url, stop = start_pg_cluster()
-    yield url
-    stop()
+    """URL of the session's throwaway PostGIS cluster (skips with a reason when PostgreSQL is absent).
+
+    Other test modules import this fixture; the cluster is started once per process and stopped at exit.
+    """
+    if "url" not in _PG:
+        import atexit
+
+        url, stop = start_pg_cluster()
+        _PG["url"] = url
+        atexit.register(stop)
+    return _PG["url"]
 
 
 def town_ingest(town, tmp: Path):
