@@ -212,6 +212,10 @@ def test_auto_controls_outside_buffers_same_town(scenario):
     treated_zone = sc.treated.union_all().buffer(200)
     assert not ctrl.intersects(treated_zone).any()
     assert set(m["town"]) <= {"Harmstead", "Little Wexley"}
+    # the synthetic town's busiest squares are all in one core: controls outside 200 m are far quieter -> warned
+    c = res.summary["counts"]
+    assert (c["control_before"] / c["treated_before"] < 0.5) == any("matched controls had" in w
+                                                                    for w in res.summary["warnings"])
     for k in ("wdq", "tne", "wdd", "wdd_se", "rate_ratio", "rate_ratio_low", "rate_ratio_high"):
         assert k in res.summary["counts"] and k in res.summary["harm"]
 
