@@ -212,7 +212,7 @@ def main(argv=None):
             "GeoJSON layer, conditional GET (304)": ([f"/layers/{lid}?limit=10000"], etag),
             "GeoJSON bbox quarter, 2.5k features": ([f"/layers/{lid}?bbox={bbox}"], ""),
             f"MVT tiles z14-16 ({len(tiles)} tiles, round robin)": (tile_paths, ""),
-            f"MVT tiles z14-16, warm tile cache (second pass)": (tile_paths, ""),
+            "MVT tiles z14-16, warm tile cache (second pass)": (tile_paths, ""),
         }
         for name, (paths, inm) in scen.items():
             results[name] = run_wrk(port, paths, key, secs, tmp, inm=inm, conns=a.connections)
@@ -251,7 +251,6 @@ def _has(mod: str) -> bool:
 def write_report(a, results, base_res, secs, n_tiles, body_bytes, build_s, cold_layer_ms, cold_tile_ms, rss):
     import duckdb
     import fastapi
-    import mapbox_vector_tile  # noqa: F401
     import uvicorn
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()

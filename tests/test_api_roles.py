@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_api import K, api, free_port, make_keys, populate, postgis_url  # noqa: F401  (fixtures)
+from test_api import K, api, free_port, populate, postgis_url  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
