@@ -103,16 +103,20 @@ def explain_learned(model, F: pd.DataFrame, y, *, seed: int = 0, sample: int = 4
                                                                                               regex=True)
     imp = imp.sort_values("importance", ascending=False).reset_index(drop=True)
     pdp = {}
-    for feat in imp["feature"].head(top):
-        j = list(F.columns).index(feat)
-        try:
-            r = partial_dependence(model, Fs, [j], grid_resolution=25, kind="average")
-        except ValueError:  # mostly-zero densities: the 5-95% percentiles coincide; use the full range
-            if np.ptp(Fs[:, j]) == 0:
-                continue
-            r = partial_dependence(model, Fs, [j], grid_resolution=25, kind="average", percentiles=(0, 1))
-        pdp[feat] = {"grid": np.asarray(r["grid_values"][0], float).tolist(),
-                     "average": np.asarray(r["average"][0], float).tolist()}
+    with threadpool_limits(1):
+        for feat in imp["feature"].head(top):
+            j = list(F.columns).index(feat)
+            # brute force: the average *prediction* (expected count), not the log-link value 'recursion' returns
+            try:
+                r = partial_dependence(model, Fs, [j], grid_resolution=25, kind="average", method="brute",
+                                       percentiles=(0.0, 0.95))
+            except ValueError:  # mostly-zero densities: the 0-95% percentiles coincide; use the full range
+                if np.ptp(Fs[:, j]) == 0:
+                    continue
+                r = partial_dependence(model, Fs, [j], grid_resolution=25, kind="average", method="brute",
+                                       percentiles=(0, 1))
+            pdp[feat] = {"grid": np.asarray(r["grid_values"][0], float).tolist(),
+                         "average": np.asarray(r["average"][0], float).tolist()}
     return imp[["feature", "factor", "importance", "sd"]], pdp
 
 
