@@ -75,3 +75,41 @@ def test_surface_reads_back_with_crs_transform_and_extent(chelmsford_rtm, tmp_pa
         assert a[a > 0].min() == pytest.approx(1.0)
         assert a.max() == pytest.approx(res.summary["max_rrs"], rel=1e-5)
         assert (a > 0).sum() == res.summary["cells"]
+
+
+def test_real_cli_contract_with_where_and_area_name(shared, essex_ingest, essex_boundary, essex_lad, tmp_path):
+    # The command contract on real data: gzipped CSV with lat/lon and '\N' values, filtered with --where,
+    # study area cut to one district with --area-name. (Own store: the session essex_store stays open in
+    # this process and DuckDB locks the file.)
+    import json
+    import subprocess
+    import sys
+
+    import rasterio
+
+    from services.store import DuckDBStore
+
+    st = DuckDBStore(tmp_path / "essex.duckdb")
+    st.set_study_area(essex_boundary, "essex_lad_2013")
+    st.add_ingest(essex_ingest)
+    url = st.url
+    st.close()
+    out = tmp_path / "colchester.tif"
+    r = subprocess.run([sys.executable, "-c", "from services.cli import main; main()", "rtm", "--store", url,
+                        "--boundary", str(essex_lad), "--name-col", "LAD13NM", "--area-name", "Colchester",
+                        "--factor", f"pubs={shared / 'poi' / 'essex_licensed_venues_fhrs.csv.gz'}",
+                        "--where", "pubs:business_type=Pub", "--category", "Violence and sexual offences",
+                        "--cell", "100", "--block", "200", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    js = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [f["name"] for f in js["factors"]] == ["pubs"]
+    f = js["factors"][0]
+    assert f["rrv"] == pytest.approx(np.exp(f["coef"])) and f["ci_low"] > 1
+    x0, y0, x1, y1 = essex_boundary[essex_boundary["name"] == "Colchester"].total_bounds
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 27700 and ds.transform.a == 100
+        assert abs(ds.bounds.left - x0) <= 100 and abs(ds.bounds.top - y1) <= 100
+        a = ds.read(1)
+        assert a[a > 0].min() == pytest.approx(1.0)
+        assert a.max() == pytest.approx(js["max_rrs"], rel=1e-5)
