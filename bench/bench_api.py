@@ -44,7 +44,7 @@ end
 request = function()
   i = i + 1
   local p = paths[(i % #paths) + 1]
-  return wrk.format("GET", p, {["X-API-Key"] = KEY, ["If-None-Match"] = INM})
+  return wrk.format("GET", p, {["X-API-Key"] = KEY, ["If-None-Match"] = INM, ["Accept-Encoding"] = ENC})
 end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT requests=%d errors=%d duration_us=%d p50=%.3f p95=%.3f p99=%.3f max=%.3f\n",
@@ -123,11 +123,11 @@ def wait_health(port, proc, timeout=60):
     raise RuntimeError("server did not start")
 
 
-def run_wrk(port, paths, key, seconds, tmp: Path, inm="", conns=50, threads=2):
+def run_wrk(port, paths, key, seconds, tmp: Path, inm="", conns=50, threads=2, encoding=""):
     lst = tmp / "paths.txt"
     lst.write_text("\n".join(paths) + "\n")
     script = tmp / "bench.lua"
-    script.write_text(f'KEY = [==[{key}]==]\nINM = [==[{inm}]==]\n' + LUA)
+    script.write_text(f'KEY = [==[{key}]==]\nINM = [==[{inm}]==]\nENC = [==[{encoding}]==]\n' + LUA)
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
            f"http://127.0.0.1:{port}", "--", str(lst)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -209,13 +209,15 @@ def main(argv=None):
         tile_paths = [f"/tiles/{lid}/{z}/{x}/{y}.mvt" for z, x, y in tiles]
         scen = {
             "GeoJSON layer, 10k features (cached)": ([f"/layers/{lid}?limit=10000"], ""),
+            "GeoJSON layer, 10k features, gzip (cached)": ([f"/layers/{lid}?limit=10000"], "", "gzip"),
             "GeoJSON layer, conditional GET (304)": ([f"/layers/{lid}?limit=10000"], etag),
             "GeoJSON bbox quarter, 2.5k features": ([f"/layers/{lid}?bbox={bbox}"], ""),
             f"MVT tiles z14-16 ({len(tiles)} tiles, round robin)": (tile_paths, ""),
             "MVT tiles z14-16, warm tile cache (second pass)": (tile_paths, ""),
         }
-        for name, (paths, inm) in scen.items():
-            results[name] = run_wrk(port, paths, key, secs, tmp, inm=inm, conns=a.connections)
+        for name, (paths, inm, *enc) in scen.items():
+            results[name] = run_wrk(port, paths, key, secs, tmp, inm=inm, conns=a.connections,
+                                    encoding=enc[0] if enc else "")
         harm_rss = peak_rss_mb(proc.pid)
         mid_tile = httpx.get(f"{base}/tiles/{lid}/{mid[0]}/{mid[1]}/{mid[2]}.mvt", headers=h).content
     finally:

@@ -398,12 +398,27 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
         inm = request.headers.get("if-none-match")
         if inm and etag in [s.strip() for s in inm.split(",")]:
             return Response(status_code=304, headers=headers)
-        key = (layer_id, variant)
+        gz = "gzip" in request.headers.get("accept-encoding", "")
+        headers["Vary"] = "Accept-Encoding"
+        key = (layer_id, variant, gz)
         body = layer_cache.get(key)
         if body is None:
-            body = await run_in_threadpool(lambda: feature_collection(store, meta, who, k=settings.partner_k,
-                                                                      bbox=box, properties=props, limit=lim))
+            def build():
+                raw = layer_cache.get((layer_id, variant, False))
+                if raw is None:
+                    raw = feature_collection(store, meta, who, k=settings.partner_k, bbox=box, properties=props,
+                                             limit=lim)
+                    layer_cache.put((layer_id, variant, False), raw)
+                if not gz:
+                    return raw
+                import gzip
+
+                return gzip.compress(raw, compresslevel=5)
+
+            body = await run_in_threadpool(build)
             layer_cache.put(key, body)
+        if gz:
+            headers["Content-Encoding"] = "gzip"
         request.state.timings["db"] = (time.perf_counter() - t) * 1000
         return Response(body, media_type="application/geo+json", headers=headers)
 

@@ -751,3 +751,12 @@ def test_readers_never_see_half_a_layer(backend, tmp_path, request):
     assert not bad
     assert len(store.list_layers()) == 6 and seen  # the readers did read while writes happened
     store.close()
+
+
+def test_gzip_only_when_asked_and_same_content(api):
+    lid = api.ids["cells"]
+    plain = api.get(f"/layers/{lid}", "viewer", params={"limit": 100}, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    gz = api.get(f"/layers/{lid}", "viewer", params={"limit": 100}, headers={"Accept-Encoding": "gzip"})
+    assert gz.headers["content-encoding"] == "gzip" and gz.headers["vary"] == "Accept-Encoding"
+    assert gz.json() == plain.json() and gz.headers["etag"] == plain.headers["etag"]
