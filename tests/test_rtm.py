@@ -274,3 +274,17 @@ def test_null_world_selects_nothing_and_reports_it(tmp_path):
     assert "cell size" in names and "block length" in names  # defaults announced when not given
     html = write_rtm_report(res, tmp_path / "r.html").read_text()
     assert "No risk factor improved the model" in html
+
+
+def test_planted_density_form_is_recovered():
+    # SYNTHETIC planted truth (seed 7): bus-stop DENSITY above mean + 2 SD at 150 m (RRV 3) and proximity to a
+    # station within 300 m (RRV 5); pubs, schools and takeaways are decoys. Form, distance and RRV must come back.
+    planted = {"bus_stops": ("density", 150.0, 3.0), "stations": ("proximity", 300.0, 5.0)}
+    world = make_rtm_town(7, planted=planted)
+    facs = [factor_from_frame(k, g, "synthetic " + k) for k, g in world.factors.items()]
+    res = risk_terrain(world.incidents, facs, world.boundary, cell=50, block=100, period=world.train_period)
+    tab = res.tables["factors"].set_index("name")
+    assert set(tab.index) == set(planted)
+    for name, (form, d, rrv) in planted.items():
+        assert tab.loc[name, "operationalization"] == form and tab.loc[name, "distance"] == d
+        assert tab.loc[name, "ci_low"] <= rrv <= tab.loc[name, "ci_high"]
