@@ -288,3 +288,25 @@ def test_planted_density_form_is_recovered():
     for name, (form, d, rrv) in planted.items():
         assert tab.loc[name, "operationalization"] == form and tab.loc[name, "distance"] == d
         assert tab.loc[name, "ci_low"] <= rrv <= tab.loc[name, "ci_high"]
+
+
+def test_factor_files_csv_geojson_gpkg_agree(town, tmp_path):
+    # the same SYNTHETIC pub layer written three ways reads back to the same BNG points
+    from services.cmd_rtm import read_factor_file
+
+    g = town.features["pubs"]
+    g.to_file(tmp_path / "pubs.gpkg", driver="GPKG")
+    g.to_crs("EPSG:4326").to_file(tmp_path / "pubs.geojson", driver="GeoJSON")
+    ll = g.to_crs("EPSG:4326")
+    pd.DataFrame({"name": g["name"], "Longitude": ll.geometry.x, "Latitude": ll.geometry.y,
+                  "kind": ["Pub"] * (len(g) - 1) + ["Bar"]}).to_csv(tmp_path / "pubs.csv", index=False)
+    truth = np.c_[g.geometry.x, g.geometry.y]
+    for f in ("pubs.gpkg", "pubs.geojson", "pubs.csv"):
+        lay = read_factor_file("pubs", tmp_path / f, area=town.boundary, buffer_m=300)
+        np.testing.assert_allclose(lay.xy, truth, atol=0.05)  # 5 cm: WGS84 round trip
+    lay = read_factor_file("pubs", tmp_path / "pubs.csv", where={"kind": "Pub"})
+    assert len(lay) == len(g) - 1
+    with pytest.raises(FactorLayerError, match=r"factor 'pubs' .*pubs\.csv.*no row of \d+ has kind == 'Hotel'"):
+        read_factor_file("pubs", tmp_path / "pubs.csv", where={"kind": "Hotel"})
+    with pytest.raises(FactorLayerError, match=r"factor 'pubs': file .*nope\.csv not found"):
+        read_factor_file("pubs", tmp_path / "nope.csv")
