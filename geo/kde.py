@@ -375,6 +375,9 @@ def hotspots_kde(
         chk = check_error(x, y, w, lat, vals, bandwidth, kernel, scale, n_sample=100)
         if chk["max_rel_error_of_peak"] <= tol / 2:  # margin: the check samples cells, it does not see them all
             break
+    if oversample is None and (f > 1 or corr == "points"):
+        choices.append(Choice("binning", f"nodes {f}x finer than the cell, {corr} correction",
+                              f"the exact-sum check needed error <= {tol / 2:g} of the peak"))
     if chk is not None and chk["max_rel_error_of_peak"] > tol:
         choices.append(Choice("accuracy warning", f"{chk['max_rel_error_of_peak']:.2g} of peak",
                               f"binned surface differs from the exact sum by more than {tol:g}; use a smaller --cell"))
