@@ -239,18 +239,26 @@ def distance_band_neighbours(xy, band: float) -> SparseNeighbours:
 
 def h3_ring_neighbours(cells, k: int = 1) -> SparseNeighbours:
     """H3 cells within ``k`` grid steps (``h3.grid_disk``) that are themselves units."""
-    from h3.api import basic_int as h3i
-
     cells = np.asarray(cells, dtype=np.uint64)
-    pos = {int(c): i for i, c in enumerate(cells)}
-    rows, cols = [], []
-    for i, c in enumerate(cells):
-        for d in h3i.grid_disk(int(c), int(k)):
-            j = pos.get(int(d))
-            if j is not None:
-                rows.append(i)
-                cols.append(j)
     n = len(cells)
+    try:  # vectorised (Rust) grid disks
+        import pyarrow as pa
+        from h3ronpy import grid_disk
+
+        disks = pa.array(grid_disk(cells, int(k), flatten=False))
+        off = np.asarray(disks.offsets)
+        vals = np.asarray(disks.values, dtype=np.uint64)
+        origin = np.repeat(np.arange(n), np.diff(off))
+    except ImportError:  # pragma: no cover - h3ronpy/pyarrow missing: h3-py per cell
+        from h3.api import basic_int as h3i
+
+        lists = [h3i.grid_disk(int(c), int(k)) for c in cells]
+        origin = np.repeat(np.arange(n), [len(v) for v in lists])
+        vals = np.array([d for v in lists for d in v], dtype=np.uint64)
+    order = np.argsort(cells)
+    pos = np.clip(np.searchsorted(cells[order], vals), 0, max(n - 1, 0))
+    hit = cells[order][pos] == vals
+    rows, cols = origin[hit], order[pos[hit]]
     m = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     return SparseNeighbours(m, {"neighbours": "h3 grid ring", "ring_k": int(k)})
 
