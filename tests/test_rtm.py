@@ -221,7 +221,7 @@ def test_cli_rtm_contract(town_store, town, tmp_path):
     out = tmp_path / "risk.tif"
     r = _cli("rtm", "--store", store_path or tmp_path / "town.duckdb", *files, "--cell", 50, "--block", 100,
              "--category", "Violence and sexual offences", "--out", out, "--places", tmp_path / "places.gpkg",
-             "--report", tmp_path / "rtm.html", "--json")
+             "--report", tmp_path / "rtm.html", "--cells", tmp_path / "cells.csv", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     obj = json.loads(r.stdout.strip().splitlines()[-1])
     assert obj["factors"], "no factor selected"
@@ -235,6 +235,10 @@ def test_cli_rtm_contract(town_store, town, tmp_path):
         a = ds.read(1)
         assert a[a > 0].min() == pytest.approx(1.0)
         assert ds.transform.a == 50 and ds.transform.e == -50
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert len(cells) == obj["cells"] == int((a > 0).sum())
+    assert cells["incidents"].sum() == obj["incidents"]
+    assert cells["rrs"].max() == pytest.approx(obj["max_rrs"])
     assert "cell size" not in r.stderr.split("parameters")[0]  # given, so not announced as automatic
     html = (tmp_path / "rtm.html").read_text()
     assert "Risk factors" in html and "data:image/png;base64," in html
