@@ -230,7 +230,7 @@ def rtm_command(
             c.to_parquet(cells_out, index=False)
         else:
             c.to_csv(cells_out, index=False)
-        outputs["cells"] = str(cells_out)
+        outputs["cells_file"] = str(cells_out)
     if cmp is not None:
         lp = out.with_name(out.stem + ".learned.tif")
         write_raster(cmp.layer, lp)
