@@ -99,7 +99,10 @@ def serve(
         console.print(f"[cyan]i[/] store set to {path} automatically (no --store and no $HARMSPOT_STORE)")
     settings = Settings(store=path, host=host, port=port)
     app = create_app(settings)
-    console.print(f"harmspot serving {path} on http://{host}:{port} (docs at /docs; partner k={settings.partner_k})")
+    import re
+
+    shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(path))  # never print a database password
+    console.print(f"harmspot serving {shown} on http://{host}:{port} (docs at /docs; partner k={settings.partner_k})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -760,3 +760,23 @@ def test_gzip_only_when_asked_and_same_content(api):
     gz = api.get(f"/layers/{lid}", "viewer", params={"limit": 100}, headers={"Accept-Encoding": "gzip"})
     assert gz.headers["content-encoding"] == "gzip" and gz.headers["vary"] == "Accept-Encoding"
     assert gz.json() == plain.json() and gz.headers["etag"] == plain.headers["etag"]
+
+
+def test_cors_allow_list_when_configured(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.settings import Settings
+    from services.store import DuckDBStore
+
+    st = DuckDBStore(tmp_path / "cors.duckdb")
+    keys = make_keys(st)
+    app = create_app(Settings(store=str(tmp_path / "cors.duckdb"), cors_origins=["https://maps.force.police.uk"]),
+                     store=st)
+    with TestClient(app) as c:
+        h = {"X-API-Key": keys["viewer"]}
+        ok = c.get("/version", headers={**h, "Origin": "https://maps.force.police.uk"})
+        assert ok.headers["access-control-allow-origin"] == "https://maps.force.police.uk"
+        other = c.get("/version", headers={**h, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    st.close()
