@@ -780,3 +780,21 @@ def test_cors_allow_list_when_configured(tmp_path):
         other = c.get("/version", headers={**h, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
     st.close()
+
+
+def test_upload_row_limit_and_messages_name_upload_row_field():
+    from geo.errors import HarmspotError
+    from services.runs import read_table_upload, read_upload
+
+    csv = b"longitude,latitude\n0.4,51.8\n0.41,51.81\n0.42,51.82\n"
+    assert len(read_upload("pubs", "pubs.csv", csv, max_rows=3)) == 3
+    with pytest.raises(HarmspotError, match=r"upload 'pubs' \(pubs.csv\): 3 rows; the limit is 2"):
+        read_upload("pubs", "pubs.csv", csv, max_rows=2)
+    with pytest.raises(HarmspotError, match=r"3 rows; the limit is 2"):
+        read_table_upload("pings", "pings.csv", csv, max_rows=2)
+    bad = b"longitude,latitude\n0.4,51.8\n0.41,north\n"
+    with pytest.raises(HarmspotError, match=r"1 row\(s\) without numeric coordinates; first problem: row 3, "
+                                            r"field 'latitude'"):
+        read_upload("pubs", "pubs.csv", bad, max_rows=10)
+    with pytest.raises(HarmspotError, match=r"use one of \.csv, \.geojson"):
+        read_upload("pubs", "pubs.shp", b"", max_rows=10)
