@@ -65,8 +65,8 @@ def _sentence(f: dict) -> str:
         where = f"within {d} m of {f['name']}"
     else:
         where = f"where {f['name']} cluster densely (kernel density within {d} m above mean + 2 SD)"
-    return (f"Places {where} are <b>{f['rrv']:.2f} times</b> as likely to see an incident as places without it "
-            f"(95% interval {f['ci_low']:.2f} to {f['ci_high']:.2f}).")
+    return (f"Places {where} saw on average <b>{f['rrv']:.2f} times</b> as many incidents as places without it, "
+            f"other selected factors being equal (95% interval {f['ci_low']:.2f} to {f['ci_high']:.2f}).")
 
 
 def _risk_map(result, area=None, factors=None) -> str:
@@ -181,7 +181,8 @@ def write_rtm_report(result, path, comparison=None, area=None, factors=None, tit
              f"<p class='meta'>{html.escape(cats)} &middot; {html.escape(per)} &middot; "
              f"{s['cells']:,} cells of {s['cell_m']:g} m &middot; block {s['block_m']:g} m &middot; "
              f"generated {html.escape(result.created)}</p>"]
-    if any("synth" in str(f.get("source", "")).lower() for f in result.inputs.get("factors", [])):
+    if "synthetic" in title.lower() or any("synth" in str(f.get("source", "")).lower()
+                                           for f in result.inputs.get("factors", [])):
         parts.append("<p class='warn'>SYNTHETIC data: this report was made from generated data.</p>")
     parts.append("<h2>In brief</h2><ul>")
     parts.append(f"<li>{s['incidents']:,} incidents were modelled over {s['cells']:,} cells.</li>")

@@ -149,6 +149,7 @@ def rtm_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the cross-validation folds (and the learned model)."),
     out: Path = typer.Option(..., "--out", help="Relative risk score GeoTIFF (EPSG:27700, lowest cell = 1)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the HTML model report here."),
+    title: Optional[str] = typer.Option(None, "--title", help="Title of the HTML report."),
     places: Optional[Path] = typer.Option(None, "--places", help="Write priority places (.gpkg/.geojson/.csv)."),
     cells_out: Optional[Path] = typer.Option(None, "--cells", help="Write per-cell values (.csv/.parquet)."),
     compare: bool = typer.Option(False, "--compare", help="Also fit learned risk and compare RTM, learned risk and "
@@ -238,7 +239,7 @@ def rtm_command(
     if report:
         from maps.rtm_report import write_rtm_report
 
-        write_rtm_report(result, report, comparison=cmp, area=area, factors=layers)
+        write_rtm_report(result, report, comparison=cmp, area=area, factors=layers, title=title)
         outputs["report"] = str(report)
     s = result.summary
     console.print(f"{len(s['factors'])} risk factor(s) selected ({s['distribution']}); "
@@ -301,6 +302,7 @@ def demo_step(ctx) -> None:
                 cell=50.0, block=100.0, date_from=None, date_to=None, category=["Violence and sexual offences"],
                 boundary=None, name_col=None, area_name=None, priority="mean+2sd", seed=0,
                 out=ctx.out / "rtm_risk.tif", report=ctx.out / "rtm_report.html", places=ctx.out / "rtm_places.gpkg",
+                title="Risk terrain model: violence in Harmstead (SYNTHETIC demo data)",
                 cells_out=None, compare=True, test_from=None, test_to=None, as_json=False)
     ctx.add("RTM risk surface (GeoTIFF)", ctx.out / "rtm_risk.tif")
     ctx.add("RTM priority places", ctx.out / "rtm_places.gpkg")
