@@ -18,8 +18,9 @@ self-included binary weights; the tests check both to 1e-9.
 
 The neighbour sum ``sum_j w_ij y_j`` is computed without a loop per unit:
 
-* squares: a disk-shaped shift-and-add (or FFT) convolution of the lattice array
-  (:class:`LatticeNeighbours`); cells that are not analysis units are masked out,
+* squares: a disk-shaped convolution of the lattice array (:class:`LatticeNeighbours`:
+  shift-and-add for the 3 x 3 disk, row runs from a cumulative sum up to 60 cells, FFT
+  beyond); cells that are not analysis units are masked out,
   so :math:`W_i` counts only real neighbours, exactly as a weights matrix on the
   same units would;
 * H3 cells and polygons: a ``scipy.sparse`` neighbour matrix built once
