@@ -204,26 +204,38 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     binned_grids = [bilinear()]
     if correct == "points":
         binned_grids += [bilinear(tx * (1.0 - tx)), bilinear(ty * (1.0 - ty))]
-    r = int(np.ceil(kernel_support(bandwidth, kernel) / d))
-    off = np.arange(-r, r + 1) * d
-    ox, oy = np.meshgrid(off, off)
-    kernels = [kernel_values(ox ** 2 + oy ** 2, bandwidth, kernel, scale)]
-    if correct in ("points", "mean"):
-        kxx, kyy = kernel_second_derivatives(ox, oy, bandwidth, kernel, scale)
-        if correct == "points":
-            kernels += [-0.5 * d * d * kxx, -0.5 * d * d * kyy]
-        else:
-            kernels[0] = kernels[0] - (d * d / 12.0) * (kxx + kyy)
-    shape = (nyf + 2 * r, nxf + 2 * r)
+    def kernel_set(ox, oy):
+        """Kernels matching ``binned_grids`` at offsets (ox, oy) in metres."""
+        ks = [kernel_values(ox ** 2 + oy ** 2, bandwidth, kernel, scale)]
+        if correct in ("points", "mean"):
+            kxx, kyy = kernel_second_derivatives(ox, oy, bandwidth, kernel, scale)
+            if correct == "points":
+                ks += [-0.5 * d * d * kxx, -0.5 * d * d * kyy]
+            else:
+                ks[0] = ks[0] - (d * d / 12.0) * (kxx + kyy)
+        return ks
+
+    # Polyphase FFT: only the cell centres are wanted, so each of the f x f phases of the fine grid
+    # (nodes i f + a) is convolved at cell resolution with the kernel sampled at
+    # ((I - i) f + c - a) d, and the phases are summed in the frequency domain: one inverse FFT of
+    # cell size instead of one of node size.
+    c = (f - 1) // 2
+    sup = kernel_support(bandwidth, kernel)
+    m = int(np.ceil((sup / d + f) / f))
+    steps = np.arange(-m, m + 1) * f
+    shape = (lattice.ny + 2 * m, lattice.nx + 2 * m)
     fshape = [fft.next_fast_len(n, real=True) for n in shape]
     acc = None
-    for b, k in zip(binned_grids, kernels):
-        prod = fft.rfft2(b, fshape) * fft.rfft2(k, fshape)
-        acc = prod if acc is None else acc + prod
-    full = fft.irfft2(acc, fshape)[:shape[0], :shape[1]]
-    out = full[r:r + nyf, r:r + nxf]
-    c = (f - 1) // 2
-    out = out[c::f, c::f]
+    for pa in range(f):
+        ox1 = (steps + c - pa) * d
+        for pb in range(f):
+            oy1 = (steps + c - pb) * d
+            ox, oy = np.meshgrid(ox1, oy1)
+            for grid_, k in zip(binned_grids, kernel_set(ox, oy)):
+                prod = fft.rfft2(grid_[pb::f, pa::f], fshape, workers=-1) * fft.rfft2(k, fshape, workers=-1)
+                acc = prod if acc is None else acc + prod
+    full = fft.irfft2(acc, fshape, workers=-1)
+    out = full[m:m + lattice.ny, m:m + lattice.nx]
     return np.where(np.abs(out) < 1e-12 * max(1.0, float(np.abs(out).max(initial=0))), 0.0, out)
 
 
