@@ -121,3 +121,38 @@ def test_tasking_table_ranks_and_joins():
     assert list(t["count_change"]) == [5, 9]
     t2 = tasking_table(layer, by="harm", top=1, labels=labels)
     assert t2.loc[0, "location"] == "On or near High Street" and t2.loc[0, "rank"] == 1
+
+
+def test_cli_kde_emerging_change_accuracy(tmp_path, town_store):
+    # The other hotspots commands end to end on the SYNTHETIC town (seed 42): outputs written,
+    # --json's last line parses, automatic choices reported.
+    import json
+
+    import rasterio
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    store = str(town_store.path)
+    town_store.close()
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(app, ["hotspots", *args, "--store", store, "--json"])
+        assert r.exit_code == 0, (args, r.output, r.exception)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    k = run("kde", "--bandwidth", "300", "--cell", "50", "--out", str(tmp_path / "k.tif"))
+    assert k["check"]["max_rel_error_of_peak"] <= 1e-3 and k["params"]["kernel"] == "quartic"
+    with rasterio.open(tmp_path / "k.tif") as src:
+        assert src.crs.to_epsg() == 27700
+    e = run("emerging", "--cell", "250", "--weight", "count", "--out", str(tmp_path / "e.gpkg"))
+    assert e["params"]["freq"] == "M" and len(e["steps"]) == 12  # a year of data: monthly steps, echoed
+    assert any(c["name"] == "time step" for c in e["choices"])
+    c = run("change", "--cell", "250", "--top", "10", "--out", str(tmp_path / "c.gpkg"))
+    assert c["params"]["before"]["end"] < c["params"]["after"]["start"] and 0 <= c["jaccard_top_n"] <= 1
+    a = run("accuracy", "--train", "2025-07:2025-09", "--cell", "250", "--methods", "count,harm",
+            "--out", str(tmp_path / "a.csv"))
+    assert a["params"]["test"]["start"] == "2025-10-01"  # the equal-length period after --train
+    assert {r["method"] for r in a["table"]} == {"count", "harm"}
+    assert pd.read_csv(tmp_path / "a.csv")["pai"].notna().all()
