@@ -224,7 +224,7 @@ def bench_square(sizes, repeat: int) -> dict:
                 "category": "Violence and sexual offences", "x": x, "y": y, "lon": 0.0, "lat": 0.0,
             }))
             t("harmspot count_units() whole call (grid polygons, no area)",
-              lambda: count_units(inc, g, None).layer["count"].sum())
+              lambda: count_units(inc, g, None).layer["count"].sum(), base=None)
         for key, v in R.run(repeat).items():
             rows[key][n] = v
         con.unregister("codes_t")
@@ -462,7 +462,7 @@ def _ratio_table(res: dict, baseline_of, show_base: bool = False) -> str:
     for key, by_n in res["rows"].items():
         if key.startswith("_"):
             continue
-        row = [key] + ([_SHORT.get(baseline_of(key), baseline_of(key))] if show_base else [])
+        row = [key] + ([_SHORT.get(baseline_of(key), baseline_of(key) or "(context)")] if show_base else [])
         for n in sizes:
             tt = by_n.get(n)
             base_key = baseline_of(key)
@@ -479,7 +479,7 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
           f"each per round, so load drifts hit all alike), best of at least {repeat} runs each (sub-second ones "
           f"repeated up to 15 times until {BUDGET_S} s had been timed). Ingest: best of {repeat} child "
           "processes (plus two fresh CLI loads per round). "
-          f"{'quick run (1M points only)' if quick else 'full run (1M and 10M points)'}. "
+          f"{'Quick run (1M points only)' if quick else 'Full run (1M and 10M points)'}. "
           "Command: `.venv/bin/python bench/bench_foundation.py" + (" --quick" if quick else "") + "`.", ""]
     verdicts = []
     if sq:
@@ -492,7 +492,8 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
               "coordinates (x, y) and checks bounds. Each ratio is against the `numpy.bincount` baseline named "
               "in the second column, same size, same run. Every harmspot result is checked equal to the "
               "baseline's.", ""]
-        L += [_ratio_table(sq, lambda k: sq["baseline"].get(k, base), show_base=True), ""]
+        L += [_ratio_table(sq, lambda k: sq["baseline"].get(k, base) if "count_units" not in k else None,
+                           show_base=True), ""]
         for n in sq["sizes"]:
             hb = sq["rows"]["harmspot Lattice.bincount(x, y)"][n] / sq["rows"][base][n]
             ha = sq["rows"]["harmspot SquareGrid.assign + group_sum"][n] / sq["rows"][base][n]
@@ -516,7 +517,8 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
               "(2 threads here); harmspot splits inputs of 500k points or more over the available CPUs. `H3Units.assign + group_sum` is the full binning: index, look up each "
               "cell among the units, count. No reprojection: cells are indexed straight from lon/lat. "
               "Cells are checked identical across h3ronpy, polars-h3, harmspot and the `h3` loop.", ""]
-        L += [_ratio_table(hx, lambda k: "_fastest").replace("ratio (", "vs fastest indexer ("), ""]
+        L += [_ratio_table(hx, lambda k: "_fastest" if "count_units" not in k else None)
+              .replace("ratio (", "vs fastest indexer ("), ""]
         for n in hx["sizes"]:
             f = hx["rows"]["_fastest"][n]
             hi = hx["rows"]["harmspot H3Units.index"][n] / f
@@ -615,6 +617,13 @@ def _g(res, key, n):
         return None
 
 
+def _d(rss: dict, after: str, before: str) -> str:
+    try:
+        return f"~{rss[after] - rss[before]:.0f}"
+    except KeyError:
+        return "?"
+
+
 def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
     """The 'where the time goes' section: profile findings and proposed fixes, with this run's numbers."""
     L = ["### Where the time goes, and proposed fixes", ""]
@@ -657,9 +666,9 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
         ]
         if cu:
             L += [f"- `count_units()` as a whole (1M points, 150 m grid, no area) takes {fmt_s(cu)}: the binning "
-                  "is a small part. cProfile: ~70% is `SquareGrid.frame` building the 286k cell polygons and "
-                  "ids (`SquareGrid.ids` with `numpy.char.add`: 1.3 s; `shapely.box`: 0.8 s) and 0.5 s is "
-                  "`WeightTable.weights_for` (`Series.map` over Arrow strings). Proposed: build the ids with "
+                  "is a small part. cProfile (separate run): ~75% is `SquareGrid.frame` building the 286k cell "
+                  "polygons and ids (`SquareGrid.ids` with `numpy.char.add` ~40% of the call, `shapely.box` ~25%) "
+                  "and ~15% is `WeightTable.weights_for` (`Series.map` over Arrow strings). Proposed: build the ids with "
                   "`pyarrow.compute` (or f-strings) only for the cells kept, and map weights via "
                   "`pandas.factorize` + a lookup array (as `geo.incidents._map_unique` does)."]
         L += [""]
@@ -695,12 +704,12 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
             L += [f"- `count_units()` with H3 units (1M points, no area) takes {fmt_s(cu)}, "
                   f"{cu / cu_i:.1f}x one indexing: it indexes every point twice (once in `H3Units.frame` to find "
                   "the cells holding points, again in `H3Units.assign`) and reprojects the hexagon polygons to BNG "
-                  "(~0.9 s in cProfile). Proposed: index once in `count_units` and pass the cells to both "
+                  "(~17% of the call in a separate cProfile run). Proposed: index once in `count_units` and pass the cells to both "
                   "(e.g. an optional `cells=` argument to `frame`/`assign`)."]
         L += [""]
     if ing:
         lib = min(ing["lib"], key=lambda r: r["timers"]["total"])
-        cp = lib.get("cpu", {})
+        cp, rs = lib.get("cpu", {}), lib.get("rss", {})
         tot = cp.get("total") or lib["timers"]["total"]
 
         def pc(k):
@@ -718,7 +727,8 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
             "lead's commit 1eda95b while this benchmark was being written (the same rewrite was checked here "
             "against the old code on 44,552 Essex rows: identical ids, ~20x faster).",
             "- Store: the `PRIMARY KEY` on `incident_id` (an ART index over 200k strings) dominates "
-            "`add_ingest`. Measured in isolation on this machine with the Essex rows, same run: PRIMARY KEY + "
+            "`add_ingest`. Measured in isolation on this machine with the Essex rows (one script, load average "
+            "~15, so wall times are inflated): PRIMARY KEY + "
             "`NOT EXISTS` insert and commit 7.4-8.4 s wall / 2.5 s CPU / 38 MB file; `INSERT OR IGNORE` with the "
             "key 6.7 s / 2.6 s; no key constraint with the same `NOT EXISTS` anti-join (a hash join) 3.0-3.3 s "
             "/ 1.0 s CPU / 16 MB. Proposed (services/store.py): drop the constraint and keep the anti-join "
@@ -726,10 +736,11 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
             "CPU, most of the COMMIT wait and half the file.",
             "- Projection: `_project` builds a new pyproj `Transformer` for each of the 12 files (~0.02 s "
             "each); caching it (`functools.lru_cache`) saves ~0.25 s.",
-            "- Peak memory (~770 MiB for 200k rows): ~280 MiB while reading (the raw text frames are kept "
-            "whole for the rejects file beside the canonical frame) and ~290 MiB more in `add_ingest` "
-            "(DuckDB's copy of the frame and the primary-key index). Keeping only the rejected raw rows and "
-            "dropping the key would lower it.",
+            f"- Peak memory ({lib['peak_rss_mb']:.0f} MiB for {lib['read']:,} rows): "
+            f"{_d(rs, 'read_police_uk', 'load_boundary')} MiB more while reading (the raw text frames are kept "
+            f"whole for the rejects file beside the canonical frame) and {_d(rs, 'add_ingest', 'set_study_area')} "
+            "MiB more in `add_ingest` (DuckDB's copy of the frame and the primary-key index). Keeping only the "
+            "rejected raw rows and dropping the key would lower it.",
             "",
         ]
     return L
