@@ -99,7 +99,131 @@ def load_spatial(con) -> None:
     con.execute(f"LOAD '{ext.as_posix()}'")
 
 
-class DuckDBStore(Store):
+class ServiceTablesMixin:
+    """The service tables (API keys, audit log, layers, runs) for any backend, written once.
+
+    SQL is written with ``?`` placeholders and passed through :meth:`_sql` (identity for DuckDB;
+    ``%s`` for PostgreSQL). A backend provides ``_rows(sql, args)`` (list of dicts), ``_write([(sql, args) |
+    (callable(cursor), None), ...])`` (one transaction) and these small hooks:
+
+    - ``_feature_wkb``: the select expression giving a feature's WKB as column ``wkb``;
+    - ``_features_writer(features, layer_id)``: a callable(cursor) bulk-inserting a layer's features;
+    - ``_bbox_where(bbox)``: ``(" AND ...", args)`` keeping features whose box meets ``bbox`` (WGS84);
+    - ``_frame(sql, args, columns)``: run a query (already in the backend's style) into a DataFrame.
+    """
+
+    _feature_wkb = "wkb"
+
+    def _sql(self, text: str) -> str:
+        """SQL written with ``?`` placeholders -> this backend's parameter style."""
+        return text
+
+    # keys
+    def add_key(self, key_id: str, key_hash: str, role: str, label: str = "") -> None:
+        self._write([(self._sql("INSERT INTO api_keys (key_id, key_hash, role, label, created) VALUES (?,?,?,?,?)"),
+                      [key_id, key_hash, role, label, _now()])])
+
+    def get_key(self, key_id: str) -> dict | None:
+        rows = self._rows(self._sql("SELECT * FROM api_keys WHERE key_id = ?"), [key_id])
+        return rows[0] if rows else None
+
+    def list_keys(self) -> list[dict]:
+        return self._rows("SELECT key_id, role, label, created, revoked FROM api_keys ORDER BY created")
+
+    def revoke_key(self, id_or_prefix: str) -> list[str]:
+        ids = _match_key_ids(self.list_keys(), id_or_prefix)
+        if ids:
+            sql = self._sql("UPDATE api_keys SET revoked = ? WHERE key_id = ?")
+            self._write([(sql, [_now(), k]) for k in ids])
+        return ids
+
+    # audit
+    def add_audit(self, rows: list[tuple]) -> None:
+        if rows:
+            sql = self._sql("INSERT INTO audit (ts, key_id, role, method, path, query, status, ms, client) "
+                            "VALUES (?,?,?,?,?,?,?,?,?)")
+            self._write([(lambda cur: cur.executemany(sql, [list(r) for r in rows]), None)])
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        return self._rows(self._sql("SELECT * FROM audit ORDER BY ts DESC LIMIT ?"), [int(limit)])
+
+    # layers
+    def put_layers(self, items) -> None:
+        """Write layers ``[(meta, features DataFrame | None, GeoTIFF bytes | None), ...]`` in ONE transaction.
+
+        A reader sees all of them or none (services.layers builds the rows)."""
+        stmts = []
+        for meta, features, raster in items:
+            m = _layer_row(meta)
+            stmts.append((self._sql(f"INSERT INTO layers ({', '.join(m)}) VALUES ({', '.join('?' for _ in m)})"),
+                          list(m.values())))
+            if features is not None and len(features):
+                stmts.append((self._features_writer(features, m["layer_id"]), None))
+            if raster is not None:
+                stmts.append((self._sql("INSERT INTO layer_rasters (layer_id, tif) VALUES (?, ?)"),
+                              [m["layer_id"], raster]))
+        self._write(stmts)
+
+    def put_layer(self, meta: dict, features=None, raster: bytes | None = None) -> None:
+        """Write one layer's catalogue row and its features (or GeoTIFF bytes) in one transaction."""
+        self.put_layers([(meta, features, raster)])
+
+    def list_layers(self) -> list[dict]:
+        return [_layer_out(r) for r in self._rows("SELECT * FROM layers ORDER BY created, layer_id")]
+
+    def get_layer(self, layer_id: str) -> dict | None:
+        rows = self._rows(self._sql("SELECT * FROM layers WHERE layer_id = ?"), [layer_id])
+        return _layer_out(rows[0]) if rows else None
+
+    def layer_features(self, layer_id: str, bbox=None, limit: int | None = None) -> pd.DataFrame:
+        sql = f"SELECT fid, cnt, props, geojson, {self._feature_wkb} FROM layer_features WHERE layer_id = ?"
+        args = [layer_id]
+        if bbox is not None:
+            where, bargs = self._bbox_where(bbox)
+            sql += where
+            args += bargs
+        sql += " ORDER BY fid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._frame(self._sql(sql), args, ["fid", "cnt", "props", "geojson", "wkb"])
+
+    def layer_raster(self, layer_id: str) -> bytes | None:
+        rows = self._rows(self._sql("SELECT tif FROM layer_rasters WHERE layer_id = ?"), [layer_id])
+        return bytes(rows[0]["tif"]) if rows else None
+
+    def delete_layer(self, layer_id: str) -> None:
+        self._write([(self._sql(f"DELETE FROM {t} WHERE layer_id = ?"), [layer_id])
+                     for t in ("layer_features", "layer_rasters", "layers")])
+
+    # runs
+    def add_run(self, run: dict) -> None:
+        r = _run_row(run)
+        self._write([(self._sql(f"INSERT INTO runs ({', '.join(r)}) VALUES ({', '.join('?' for _ in r)})"),
+                      list(r.values()))])
+
+    def update_run(self, run_id: str, **fields) -> None:
+        r = _run_row(fields, partial=True)
+        self._write([(self._sql(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in r)} WHERE run_id = ?"),
+                      list(r.values()) + [run_id])])
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = self._rows(self._sql("SELECT * FROM runs WHERE run_id = ?"), [run_id])
+        return _run_out(rows[0]) if rows else None
+
+    def list_runs(self, limit: int = 100) -> list[dict]:
+        rows = self._rows(self._sql("SELECT * FROM runs ORDER BY created DESC LIMIT ?"), [int(limit)])
+        return [_run_out(r) for r in rows]
+
+    def fail_interrupted_runs(self, reason: str) -> list[str]:
+        """Mark queued/running runs failed (after a restart); their ids. PostGIS overrides (one statement)."""
+        ids = [r["run_id"] for r in self._rows("SELECT run_id FROM runs WHERE status IN ('queued', 'running')")]
+        if ids:
+            sql = self._sql("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?")
+            self._write([(sql, [reason, _now(), i]) for i in ids])
+        return ids
+
+
+class DuckDBStore(ServiceTablesMixin, Store):
     def __init__(self, path: str | Path, read_only: bool = False):
         import duckdb
 
@@ -176,112 +300,25 @@ class DuckDBStore(Store):
                 cur.execute("ROLLBACK")
                 raise
 
-    # keys
-    def add_key(self, key_id: str, key_hash: str, role: str, label: str = "") -> None:
-        self._write([("INSERT INTO api_keys (key_id, key_hash, role, label, created) VALUES (?,?,?,?,?)",
-                      [key_id, key_hash, role, label, _now()])])
+    # backend hooks of ServiceTablesMixin
+    def _features_writer(self, features, layer_id: str):
+        f = features.assign(layer_id=layer_id)[list(FEATURE_COLUMNS)]
 
-    def get_key(self, key_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM api_keys WHERE key_id = ?", [key_id])
-        return rows[0] if rows else None
+        def _ins(cur):
+            cur.register("_feat", f)
+            try:
+                cur.execute(f"INSERT INTO layer_features ({', '.join(FEATURE_COLUMNS)}) "
+                            f"SELECT {', '.join(FEATURE_COLUMNS)} FROM _feat")
+            finally:
+                cur.unregister("_feat")
 
-    def list_keys(self) -> list[dict]:
-        return self._rows("SELECT key_id, role, label, created, revoked FROM api_keys ORDER BY created")
+        return _ins
 
-    def revoke_key(self, id_or_prefix: str) -> list[str]:
-        ids = _match_key_ids(self.list_keys(), id_or_prefix)
-        if ids:
-            self._write([("UPDATE api_keys SET revoked = ? WHERE key_id = ?", [_now(), k]) for k in ids])
-        return ids
+    def _bbox_where(self, bbox):
+        return " AND maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?", [bbox[0], bbox[2], bbox[1], bbox[3]]
 
-    # audit
-    def add_audit(self, rows: list[tuple]) -> None:
-        if rows:
-            self._write([(lambda cur: cur.executemany(
-                "INSERT INTO audit (ts, key_id, role, method, path, query, status, ms, client) "
-                "VALUES (?,?,?,?,?,?,?,?,?)", [list(r) for r in rows]), None)])
-
-    def audit_log(self, limit: int = 100) -> list[dict]:
-        return self._rows("SELECT * FROM audit ORDER BY ts DESC LIMIT ?", [int(limit)])
-
-    # layers
-    def put_layers(self, items) -> None:
-        """Write layers ``[(meta, features DataFrame | None, GeoTIFF bytes | None), ...]`` in ONE transaction.
-
-        A reader sees all of them or none (services.layers builds the rows)."""
-        stmts = []
-        for meta, features, raster in items:
-            m = _layer_row(meta)
-            stmts.append((f"INSERT INTO layers ({', '.join(m)}) VALUES ({', '.join('?' for _ in m)})",
-                          list(m.values())))
-            if features is not None and len(features):
-                f = features.assign(layer_id=m["layer_id"])[list(FEATURE_COLUMNS)]
-
-                def _ins(cur, f=f):
-                    cur.register("_feat", f)
-                    try:
-                        cur.execute(f"INSERT INTO layer_features ({', '.join(FEATURE_COLUMNS)}) "
-                                    f"SELECT {', '.join(FEATURE_COLUMNS)} FROM _feat")
-                    finally:
-                        cur.unregister("_feat")
-
-                stmts.append((_ins, None))
-            if raster is not None:
-                stmts.append(("INSERT INTO layer_rasters (layer_id, tif) VALUES (?, ?)", [m["layer_id"], raster]))
-        self._write(stmts)
-
-    def put_layer(self, meta: dict, features=None, raster: bytes | None = None) -> None:
-        """Write one layer's catalogue row and its features (or GeoTIFF bytes) in one transaction."""
-        self.put_layers([(meta, features, raster)])
-
-    def list_layers(self) -> list[dict]:
-        return [_layer_out(r) for r in self._rows("SELECT * FROM layers ORDER BY created, layer_id")]
-
-    def get_layer(self, layer_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM layers WHERE layer_id = ?", [layer_id])
-        return _layer_out(rows[0]) if rows else None
-
-    def layer_features(self, layer_id: str, bbox=None, limit: int | None = None) -> pd.DataFrame:
-        sql, args = "SELECT fid, cnt, props, geojson, wkb FROM layer_features WHERE layer_id = ?", [layer_id]
-        if bbox is not None:
-            sql += " AND maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?"
-            args += [bbox[0], bbox[2], bbox[1], bbox[3]]
-        sql += " ORDER BY fid"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self._cur().execute(sql, args).df()
-
-    def layer_raster(self, layer_id: str) -> bytes | None:
-        rows = self._rows("SELECT tif FROM layer_rasters WHERE layer_id = ?", [layer_id])
-        return bytes(rows[0]["tif"]) if rows else None
-
-    def delete_layer(self, layer_id: str) -> None:
-        self._write([(f"DELETE FROM {t} WHERE layer_id = ?", [layer_id])
-                     for t in ("layer_features", "layer_rasters", "layers")])
-
-    # runs
-    def add_run(self, run: dict) -> None:
-        r = _run_row(run)
-        self._write([(f"INSERT INTO runs ({', '.join(r)}) VALUES ({', '.join('?' for _ in r)})", list(r.values()))])
-
-    def update_run(self, run_id: str, **fields) -> None:
-        r = _run_row(fields, partial=True)
-        self._write([(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in r)} WHERE run_id = ?",
-                      list(r.values()) + [run_id])])
-
-    def get_run(self, run_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        return _run_out(rows[0]) if rows else None
-
-    def list_runs(self, limit: int = 100) -> list[dict]:
-        return [_run_out(r) for r in self._rows("SELECT * FROM runs ORDER BY created DESC LIMIT ?", [int(limit)])]
-
-    def fail_interrupted_runs(self, reason: str) -> list[str]:
-        ids = [r["run_id"] for r in self._rows("SELECT run_id FROM runs WHERE status IN ('queued', 'running')")]
-        if ids:
-            self._write([("UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE run_id = ?",
-                          [reason, _now(), i]) for i in ids])
-        return ids
+    def _frame(self, sql, args, columns):
+        return self._cur().execute(sql, list(args)).df()
 
     # ----------------------------------------------------------- ingest
     def add_ingest(self, result: IngestResult, *, rejects_dir=None) -> LoadSummary:

@@ -23,8 +23,7 @@ import pandas as pd
 from geo.errors import HarmspotError
 from geo.incidents import SCHEMA, IncidentTable, IngestResult
 from geo.period import Period
-from services.store import (FEATURE_COLUMNS, SERVICE_SCHEMA, LoadSummary, Store, _layer_out, _layer_row,
-                            _match_key_ids, _now, _run_out, _run_row)
+from services.store import FEATURE_COLUMNS, SERVICE_SCHEMA, LoadSummary, ServiceTablesMixin, Store, _now
 
 _PG_TYPES = {
     "string": "TEXT", "datetime64[ns]": "TIMESTAMP", "boolean": "BOOLEAN", "Float64": "DOUBLE PRECISION",
@@ -38,7 +37,7 @@ def _pg(sql: str) -> str:
             .replace("?", "%s"))
 
 
-class PostGISStore(Store):
+class PostGISStore(ServiceTablesMixin, Store):
     def __init__(self, url: str):
         try:
             import psycopg  # noqa: F401
@@ -235,112 +234,40 @@ class PostGISStore(Store):
         return gpd.GeoDataFrame({"name": [rows[0]["name"]]}, geometry=[shapely.from_wkb(bytes(rows[0]["wkb"]))],
                                 crs="EPSG:27700")
 
-    # ----------------------------------------------------------- keys
-    def add_key(self, key_id: str, key_hash: str, role: str, label: str = "") -> None:
-        self._write([("INSERT INTO api_keys (key_id, key_hash, role, label, created) VALUES (%s,%s,%s,%s,%s)",
-                      [key_id, key_hash, role, label, _now()])])
+    # ----------------------------------------------------------- hooks of ServiceTablesMixin
+    _feature_wkb = "ST_AsBinary(geom) AS wkb"
 
-    def get_key(self, key_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM api_keys WHERE key_id = %s", [key_id])
-        return rows[0] if rows else None
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s")
 
-    def list_keys(self) -> list[dict]:
-        return self._rows("SELECT key_id, role, label, created, revoked FROM api_keys ORDER BY created")
+    def _features_writer(self, features, layer_id: str):
+        f = features.assign(layer_id=layer_id)
+        cols = [c for c in FEATURE_COLUMNS if c != "wkb"]
 
-    def revoke_key(self, id_or_prefix: str) -> list[str]:
-        ids = _match_key_ids(self.list_keys(), id_or_prefix)
-        if ids:
-            self._write([("UPDATE api_keys SET revoked = %s WHERE key_id = %s", [_now(), k]) for k in ids])
-        return ids
+        def _ins(cur):
+            cur.execute("CREATE TEMP TABLE _feat (layer_id TEXT, fid BIGINT, minx DOUBLE PRECISION, "
+                        "miny DOUBLE PRECISION, maxx DOUBLE PRECISION, maxy DOUBLE PRECISION, "
+                        "cnt DOUBLE PRECISION, props TEXT, geojson TEXT, wkb BYTEA) ON COMMIT DROP")
+            with cur.copy(f"COPY _feat ({', '.join(cols)}, wkb) FROM STDIN") as cp:
+                for row in f[cols + ["wkb"]].astype(object).where(f[cols + ["wkb"]].notna(), None) \
+                        .itertuples(index=False, name=None):
+                    cp.write_row(row)
+            cur.execute(f"INSERT INTO layer_features ({', '.join(cols)}, geom) "
+                        f"SELECT {', '.join(cols)}, ST_SetSRID(ST_GeomFromWKB(wkb), 4326) FROM _feat")
+            cur.execute("DROP TABLE _feat")
 
-    # ----------------------------------------------------------- audit
-    def add_audit(self, rows: list[tuple]) -> None:
-        if rows:
-            self._write([(lambda cur: cur.executemany(
-                "INSERT INTO audit (ts, key_id, role, method, path, query, status, ms, client) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", [list(r) for r in rows]), None)])
+        return _ins
 
-    def audit_log(self, limit: int = 100) -> list[dict]:
-        return self._rows("SELECT * FROM audit ORDER BY ts DESC LIMIT %s", [int(limit)])
+    def _bbox_where(self, bbox):
+        return " AND geom && ST_MakeEnvelope(?, ?, ?, ?, 4326)", [float(b) for b in bbox]
 
-    # ----------------------------------------------------------- layers
-    def put_layers(self, items) -> None:
-        stmts = []
-        for meta, features, raster in items:
-            m = _layer_row(meta)
-            stmts.append((f"INSERT INTO layers ({', '.join(m)}) VALUES ({', '.join('%s' for _ in m)})",
-                          list(m.values())))
-            if features is not None and len(features):
-                f = features.assign(layer_id=m["layer_id"])
-                cols = [c for c in FEATURE_COLUMNS if c != "wkb"]
-
-                def _ins(cur, f=f, cols=cols):
-                    cur.execute("CREATE TEMP TABLE _feat (layer_id TEXT, fid BIGINT, minx DOUBLE PRECISION, "
-                                "miny DOUBLE PRECISION, maxx DOUBLE PRECISION, maxy DOUBLE PRECISION, "
-                                "cnt DOUBLE PRECISION, props TEXT, geojson TEXT, wkb BYTEA) ON COMMIT DROP")
-                    with cur.copy(f"COPY _feat ({', '.join(cols)}, wkb) FROM STDIN") as cp:
-                        for row in f[cols + ["wkb"]].astype(object).where(f[cols + ["wkb"]].notna(), None) \
-                                .itertuples(index=False, name=None):
-                            cp.write_row(row)
-                    cur.execute(f"INSERT INTO layer_features ({', '.join(cols)}, geom) "
-                                f"SELECT {', '.join(cols)}, ST_SetSRID(ST_GeomFromWKB(wkb), 4326) FROM _feat")
-                    cur.execute("DROP TABLE _feat")
-
-                stmts.append((_ins, None))
-            if raster is not None:
-                stmts.append(("INSERT INTO layer_rasters (layer_id, tif) VALUES (%s, %s)", [m["layer_id"], raster]))
-        self._write(stmts)
-
-    def put_layer(self, meta: dict, features=None, raster: bytes | None = None) -> None:
-        self.put_layers([(meta, features, raster)])
-
-    def list_layers(self) -> list[dict]:
-        return [_layer_out(r) for r in self._rows("SELECT * FROM layers ORDER BY created, layer_id")]
-
-    def get_layer(self, layer_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM layers WHERE layer_id = %s", [layer_id])
-        return _layer_out(rows[0]) if rows else None
-
-    def layer_features(self, layer_id: str, bbox=None, limit: int | None = None) -> pd.DataFrame:
-        sql = ("SELECT fid, cnt, props, geojson, ST_AsBinary(geom) AS wkb FROM layer_features "
-               "WHERE layer_id = %s")
-        args = [layer_id]
-        if bbox is not None:
-            sql += " AND geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
-            args += [float(b) for b in bbox]
-        sql += " ORDER BY fid"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+    def _frame(self, sql, args, columns):
         with self._conn().cursor() as cur:
-            cur.execute(sql, args)
-            return pd.DataFrame(cur.fetchall(), columns=["fid", "cnt", "props", "geojson", "wkb"])
-
-    def layer_raster(self, layer_id: str) -> bytes | None:
-        rows = self._rows("SELECT tif FROM layer_rasters WHERE layer_id = %s", [layer_id])
-        return bytes(rows[0]["tif"]) if rows else None
-
-    def delete_layer(self, layer_id: str) -> None:
-        self._write([(f"DELETE FROM {t} WHERE layer_id = %s", [layer_id])
-                     for t in ("layer_features", "layer_rasters", "layers")])
-
-    # ----------------------------------------------------------- runs
-    def add_run(self, run: dict) -> None:
-        r = _run_row(run)
-        self._write([(f"INSERT INTO runs ({', '.join(r)}) VALUES ({', '.join('%s' for _ in r)})", list(r.values()))])
-
-    def update_run(self, run_id: str, **fields) -> None:
-        r = _run_row(fields, partial=True)
-        self._write([(f"UPDATE runs SET {', '.join(f'{k} = %s' for k in r)} WHERE run_id = %s",
-                      list(r.values()) + [run_id])])
-
-    def get_run(self, run_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM runs WHERE run_id = %s", [run_id])
-        return _run_out(rows[0]) if rows else None
-
-    def list_runs(self, limit: int = 100) -> list[dict]:
-        return [_run_out(r) for r in self._rows("SELECT * FROM runs ORDER BY created DESC LIMIT %s", [int(limit)])]
+            cur.execute(sql, list(args))
+            return pd.DataFrame(cur.fetchall(), columns=columns)
 
     def fail_interrupted_runs(self, reason: str) -> list[str]:
+        # one statement: several processes may share the database
         rows = self._rows("UPDATE runs SET status = 'failed', error = %s, finished = %s "
                           "WHERE status IN ('queued', 'running') RETURNING run_id", [reason, _now()])
         return [r["run_id"] for r in rows]
