@@ -8,11 +8,29 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
+DEFAULT_WEIGHTS = "cchi-national-2026"
+
+# Options several hotspot commands share (same flag, type and help); defaults are given at each parameter.
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help=STORE_HELP)]
+GridOpt = Annotated[str, typer.Option("--grid", help="square | h3 | a polygon FILE.")]
+IdColOpt = Annotated[Optional[str], typer.Option("--id-col", help="Id column of the polygon FILE.")]
+Cell150Opt = Annotated[Optional[float], typer.Option("--cell", help="Square size in metres (default 150).")]
+ResOpt = Annotated[Optional[int], typer.Option("--res", help="H3 resolution (default 9).")]
+WeightOpt = Annotated[Optional[str], typer.Option("--weight", help="count | harm (default harm).")]
+CategoryOpt = Annotated[Optional[List[str]], typer.Option("--category",
+                                                         help="police.uk crime type or API slug; repeat.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="Shipped table name or a .csv/.toml file.")]
+ProactiveOpt = Annotated[bool, typer.Option("--proactive/--no-proactive",
+                                            help="Weigh drugs, weapons possession, ASB.")]
+BoundaryOpt = Annotated[Optional[str], typer.Option("--boundary",
+                                                    help="Study area (default: the one saved at ingest).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help=".gpkg, .geojson, .csv or .parquet")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary (last line).")]
 
 hotspots_app = typer.Typer(
     name="hotspots",
@@ -76,20 +94,36 @@ def _load(store, date_from, date_to, category, weights, proactive, boundary, *, 
     return inc, area, period, pchoices, cats, wt, inputs
 
 
-def _finish(result, out: Optional[Path], as_json: bool, extra: dict | None = None):
-    from maps.export import write_result
-    from services.ui import console, echo_choices, echo_params, print_json
+def _echo(result):
+    """Echo every automatic choice and the parameters used."""
+    from services.ui import echo_choices, echo_params
 
     echo_choices(result)
     echo_params(result)
+
+
+def _print_json(result, out: Optional[Path], extra: dict | None = None, *, inputs: bool = True):
+    """The ``--json`` summary line: summary (+ extra), out, params, [weight_table, period,] choices."""
+    from services.ui import print_json
+
+    obj = {**result.summary, **(extra or {}), "out": str(out) if out else None, "params": result.params}
+    if inputs:
+        obj["weight_table"] = result.weight_table
+        obj["period"] = result.period.to_dict() if hasattr(result.period, "to_dict") else result.period
+    obj["choices"] = [c.to_dict() for c in result.choices]
+    print_json(obj)
+
+
+def _finish(result, out: Optional[Path], as_json: bool, extra: dict | None = None):
+    from maps.export import write_result
+    from services.ui import console
+
+    _echo(result)
     if out is not None:
         write_result(result, out)
         console.print(f"[green]wrote[/] {out} (+ {out.name}.meta.json)")
     if as_json:
-        print_json({**result.summary, **(extra or {}), "out": str(out) if out else None, "params": result.params,
-                    "weight_table": result.weight_table,
-                    "period": result.period.to_dict() if hasattr(result.period, "to_dict") else result.period,
-                    "choices": [c.to_dict() for c in result.choices]})
+        _print_json(result, out, extra)
 
 
 def _print_table(df, title: str):
@@ -141,11 +175,11 @@ def _next_period(p):
 @hotspots_app.command(epilog="Example: harmspot hotspots gistar --store essex.duckdb --cell 500 --band 750 "
                       "--weight harm --out gistar.gpkg --json")
 def gistar(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    store: StoreOpt = None,
     grid: str = typer.Option("square", "--grid", help="square | h3 | a polygon FILE (LSOAs, beats)."),
-    id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the polygon FILE."),
-    cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 150)."),
-    res: Optional[int] = typer.Option(None, "--res", help="H3 resolution (default 9)."),
+    id_col: IdColOpt = None,
+    cell: Cell150Opt = None,
+    res: ResOpt = None,
     band: Optional[float] = typer.Option(None, "--band", help="Distance band in metres between unit centroids "
                                          "(default: cell x sqrt(2) for squares; ring 1 for H3; contiguity for polygons)."),
     ring: Optional[int] = typer.Option(None, "--ring", help="H3 grid-ring neighbours (when no --band)."),
@@ -156,14 +190,14 @@ def gistar(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --permutations."),
     date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM or YYYY-MM-DD (default: 3 months back from --to)."),
     date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM or YYYY-MM-DD (default: latest month in store)."),
-    category: Optional[List[str]] = typer.Option(None, "--category", help="police.uk crime type or API slug; repeat."),
-    weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
-    proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons possession, ASB."),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study area (default: the one saved at ingest)."),
+    category: CategoryOpt = None,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    proactive: ProactiveOpt = False,
+    boundary: BoundaryOpt = None,
     top: int = typer.Option(10, "--top", help="Rows in the tasking table."),
     table: Optional[Path] = typer.Option(None, "--table", help="Save the tasking table (.csv)."),
-    out: Optional[Path] = typer.Option(None, "--out", help=".gpkg, .geojson, .csv or .parquet"),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
 ):
     """Getis-Ord Gi* hot and cold spots of counts or harm, with FDR control, and the tasking table."""
     from geo.aggregate import top_location_label
@@ -199,22 +233,22 @@ def gistar(
 @hotspots_app.command(epilog="Example: harmspot hotspots kde --store essex.duckdb --bandwidth 400 --cell 50 "
                       "--kernel quartic --weight harm --out kde.tif --json")
 def kde(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    store: StoreOpt = None,
     cell: Optional[float] = typer.Option(None, "--cell", help="Raster cell in metres (default about bandwidth/5)."),
     bandwidth: Optional[float] = typer.Option(None, "--bandwidth", help="Quartic radius / Gaussian sd in metres "
                                               "(default: ArcGIS's rule, echoed)."),
     kernel: str = typer.Option("quartic", "--kernel", help="quartic | gaussian"),
-    weight: Optional[str] = typer.Option(None, "--weight", help="count | harm (default harm)."),
+    weight: WeightOpt = None,
     scale: str = typer.Option("density", "--scale", help="density (per km²) | count (unscaled kernel, K(0)=1)."),
     date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM or YYYY-MM-DD (default: 3 months back)."),
     date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM or YYYY-MM-DD (default: latest month)."),
-    category: Optional[List[str]] = typer.Option(None, "--category", help="police.uk crime type or API slug; repeat."),
-    weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
-    proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons possession, ASB."),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study area (default: the one saved at ingest)."),
+    category: CategoryOpt = None,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    proactive: ProactiveOpt = False,
+    boundary: BoundaryOpt = None,
     cells_out: Optional[Path] = typer.Option(None, "--cells-out", help="Also write per-cell values (.gpkg/.csv/...)."),
     out: Path = typer.Option(..., "--out", help="GeoTIFF (.tif), EPSG:27700."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    as_json: JsonOpt = False,
 ):
     """Kernel density of harm or counts onto a BNG-aligned GeoTIFF (quartic or Gaussian)."""
     from geo.kde import hotspots_kde, raster_cells
@@ -242,24 +276,24 @@ def kde(
 @hotspots_app.command(epilog="Example: harmspot hotspots emerging --store essex.duckdb --cell 500 --freq auto "
                       "--out emerging.gpkg --json")
 def emerging(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    grid: str = typer.Option("square", "--grid", help="square | h3 | a polygon FILE."),
-    id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the polygon FILE."),
+    store: StoreOpt = None,
+    grid: GridOpt = "square",
+    id_col: IdColOpt = None,
     cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 250)."),
-    res: Optional[int] = typer.Option(None, "--res", help="H3 resolution (default 9)."),
+    res: ResOpt = None,
     band: Optional[float] = typer.Option(None, "--band", help="Distance band in metres (default cell x sqrt(2))."),
     freq: str = typer.Option("auto", "--freq", help="auto | M | 7D | 14D (auto: from the span; months for police.uk)."),
-    weight: Optional[str] = typer.Option(None, "--weight", help="count | harm (default harm)."),
+    weight: WeightOpt = None,
     adjust: str = typer.Option("fdr", "--adjust", help="fdr | bonferroni | none (per time step)."),
     alpha: float = typer.Option(0.10, "--alpha", help="Level of a hot/cold step (ArcGIS: 90% confidence)."),
     date_from: Optional[str] = typer.Option(None, "--from", help="YYYY-MM (default: earliest month in store)."),
     date_to: Optional[str] = typer.Option(None, "--to", help="YYYY-MM (default: latest month in store)."),
-    category: Optional[List[str]] = typer.Option(None, "--category", help="police.uk crime type or API slug; repeat."),
-    weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
-    proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons possession, ASB."),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study area (default: the one saved at ingest)."),
-    out: Optional[Path] = typer.Option(None, "--out", help=".gpkg, .geojson, .csv or .parquet"),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    category: CategoryOpt = None,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    proactive: ProactiveOpt = False,
+    boundary: BoundaryOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
 ):
     """Emerging hot spots (ArcGIS EHSA classes): new, consecutive, intensifying, persistent, diminishing..."""
     from geo.emerging import emerging_hotspots
@@ -281,11 +315,11 @@ def emerging(
 @hotspots_app.command(epilog="Example: harmspot hotspots change --store essex.duckdb --from 2018-10 --to 2018-12 "
                       "--before 2018-05:2018-07 --cell 250 --top 20 --out change.gpkg --json")
 def change(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
-    grid: str = typer.Option("square", "--grid", help="square | h3 | a polygon FILE."),
-    id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the polygon FILE."),
-    cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 150)."),
-    res: Optional[int] = typer.Option(None, "--res", help="H3 resolution (default 9)."),
+    store: StoreOpt = None,
+    grid: GridOpt = "square",
+    id_col: IdColOpt = None,
+    cell: Cell150Opt = None,
+    res: ResOpt = None,
     before: Optional[str] = typer.Option(None, "--before", help="FROM:TO of the earlier period "
                                          "(default: the equal-length period before --from)."),
     date_from: Optional[str] = typer.Option(None, "--from", help="Start of the later period (default 3 months back)."),
@@ -293,12 +327,12 @@ def change(
     top: int = typer.Option(20, "--top", help="N for the top-N overlap (Jaccard)."),
     rank_by: str = typer.Option("harm", "--rank-by", help="harm | count"),
     adjust: str = typer.Option("fdr", "--adjust", help="fdr | bonferroni | none"),
-    category: Optional[List[str]] = typer.Option(None, "--category", help="police.uk crime type or API slug; repeat."),
-    weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
-    proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons possession, ASB."),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study area (default: the one saved at ingest)."),
-    out: Optional[Path] = typer.Option(None, "--out", help=".gpkg, .geojson, .csv or .parquet"),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    category: CategoryOpt = None,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    proactive: ProactiveOpt = False,
+    boundary: BoundaryOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
 ):
     """What changed between two periods: counts and harm, E-test per unit, overlap of the top-N units."""
     from geo.change import change_between
@@ -333,25 +367,25 @@ def change(
 @hotspots_app.command(epilog="Example: harmspot hotspots accuracy --store essex.duckdb --train 2018-01:2018-03 "
                       "--test 2018-04:2018-06 --cell 250 --methods count,harm,kde,gistar --out accuracy.csv --json")
 def accuracy(
-    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
+    store: StoreOpt = None,
     train: str = typer.Option(..., "--train", help="FROM:TO of the period the hot spots are built on."),
     test: Optional[str] = typer.Option(None, "--test", help="FROM:TO scored (default: the equal-length period after)."),
-    grid: str = typer.Option("square", "--grid", help="square | h3 | a polygon FILE."),
-    id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the polygon FILE."),
-    cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 150)."),
-    res: Optional[int] = typer.Option(None, "--res", help="H3 resolution (default 9)."),
+    grid: GridOpt = "square",
+    id_col: IdColOpt = None,
+    cell: Cell150Opt = None,
+    res: ResOpt = None,
     methods: str = typer.Option("count,harm,kde,gistar", "--methods",
                                 help="Comma list of count, harm, kde, kde_count, gistar, gistar_harm."),
     measure: str = typer.Option("count", "--measure", help="count | harm: what the test period's hits count."),
     shares: str = typer.Option("0.01,0.05", "--shares", help="Area shares for the summary."),
     bandwidth: Optional[float] = typer.Option(None, "--bandwidth", help="KDE bandwidth (default ArcGIS rule)."),
     band: Optional[float] = typer.Option(None, "--band", help="Gi* distance band (default cell x sqrt(2))."),
-    category: Optional[List[str]] = typer.Option(None, "--category", help="police.uk crime type or API slug; repeat."),
-    weights: str = typer.Option("cchi-national-2026", "--weights", help="Shipped table name or a .csv/.toml file."),
-    proactive: bool = typer.Option(False, "--proactive/--no-proactive", help="Weigh drugs, weapons possession, ASB."),
-    boundary: Optional[str] = typer.Option(None, "--boundary", help="Study area (default: the one saved at ingest)."),
+    category: CategoryOpt = None,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    proactive: ProactiveOpt = False,
+    boundary: BoundaryOpt = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Curve as .csv, or the scored units as .gpkg/.geojson."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
+    as_json: JsonOpt = False,
 ):
     """Predictive accuracy: hit rate, PAI and PEI of hot spots from one period against the next."""
     from geo.accuracy import predictive_accuracy
@@ -359,7 +393,7 @@ def accuracy(
     from geo.period import Period
     from geo.result import Choice
     from maps.export import write_result
-    from services.ui import console, echo_choices, echo_params, print_json
+    from services.ui import console
 
     units, uchoices = _units(grid, cell, res, id_col)
     tr = Period.parse_range(train)
@@ -379,8 +413,7 @@ def accuracy(
                                  methods=tuple(m.strip() for m in methods.split(",") if m.strip()), measure=measure,
                                  shares=share_list, bandwidth=bandwidth, band=band, inputs=inputs)
     result.choices = uchoices + extra + result.choices
-    echo_choices(result)
-    echo_params(result)
+    _echo(result)
     _print_table(result.tables["summary"], f"Hot spots from {tr.label()} scored on {te.label()} ({measure})")
     if out is not None:
         if out.suffix.lower() == ".csv":
@@ -390,8 +423,7 @@ def accuracy(
             write_result(result, out)
         console.print(f"[green]wrote[/] {out}")
     if as_json:
-        print_json({**result.summary, "out": str(out) if out else None, "params": result.params,
-                    "choices": [c.to_dict() for c in result.choices]})
+        _print_json(result, out, inputs=False)
 
 
 # ------------------------------------------------------------------------------------------ register / demo
