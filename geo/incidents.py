@@ -15,6 +15,7 @@ beside the WGS84 ``lon``/``lat`` they came with (or were converted to).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import zipfile
@@ -365,11 +366,16 @@ def _map_unique(s: pd.Series, fn) -> np.ndarray:
     return table[codes]
 
 
-def _project(lon: np.ndarray, lat: np.ndarray):
+@functools.lru_cache(maxsize=8)
+def _transformer(src: str, dst: str):
+    """A pyproj Transformer, built once per CRS pair (building one costs ~20 ms; a read may need 12)."""
     from pyproj import Transformer
 
-    tr = Transformer.from_crs(WGS84, BNG, always_xy=True)
-    return tr.transform(lon, lat)
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _project(lon: np.ndarray, lat: np.ndarray):
+    return _transformer(WGS84, BNG).transform(lon, lat)
 
 
 def _finish(
