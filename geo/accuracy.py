@@ -121,9 +121,8 @@ def predictive_accuracy(
 
     from .change import unit_totals
     from .gistar import gistar_z, neighbours_for
-    from .harm import WeightTable
+    from .aggregate import resolve_defaults
     from .kde import bandwidth_rule, kde_exact
-    from .units import SquareGrid
 
     known = ("count", "harm", "kde", "kde_count", "gistar", "gistar_harm")
     bad = [m for m in methods if m not in known]
@@ -131,13 +130,7 @@ def predictive_accuracy(
         raise HarmspotError(f"--methods: unknown {bad}; use any of {', '.join(known)}")
     if measure not in ("count", "harm"):
         raise HarmspotError(f"--measure {measure!r}: use 'count' or 'harm'")
-    choices = []
-    if units is None:
-        units = SquareGrid(150.0)
-        choices.append(Choice("cell size", "150 m", "default BNG square"))
-    if weights is None:
-        weights = WeightTable.builtin()
-        choices.append(Choice("weight table", weights.name, "default harm table"))
+    units, weights, choices = resolve_defaults(units, weights)
     tr = incidents.filter(period=train, categories=categories).frame
     if area is not None:
         import shapely

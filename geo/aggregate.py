@@ -15,6 +15,19 @@ from .result import AnalysisResult, Choice
 from .units import SquareGrid, group_sum, window_index
 
 
+def resolve_defaults(units=None, weights: WeightTable | None = None) -> tuple:
+    """``(units, weights, choices)``: the 150 m BNG square and the default CCHI table where not given,
+    each automatic pick announced as a :class:`Choice`."""
+    choices = []
+    if units is None:
+        units = SquareGrid(150.0)
+        choices.append(Choice("cell size", "150 m", "default BNG square, the Grip harm-spot size"))
+    if weights is None:
+        weights = WeightTable.builtin()
+        choices.append(Choice("weight table", weights.name, "default harm table"))
+    return units, weights, choices
+
+
 def count_units(
     incidents: IncidentTable,
     units=None,
@@ -47,13 +60,7 @@ def count_units(
         (plus ``count_<category>`` columns when ``by_category``).
         ``summary``: ``incidents`` counted, ``outside_area`` not counted, totals.
     """
-    choices = []
-    if units is None:
-        units = SquareGrid(150.0)
-        choices.append(Choice("cell size", "150 m", "default BNG square, the Grip harm-spot size"))
-    if weights is None:
-        weights = WeightTable.builtin()
-        choices.append(Choice("weight table", weights.name, "default harm table"))
+    units, weights, choices = resolve_defaults(units, weights)
     sel = incidents.filter(period=period, categories=categories)
     df = sel.frame
     outside = 0

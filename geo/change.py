@@ -143,21 +143,14 @@ def change_between(
     """
     import geopandas as gpd
 
+    from .aggregate import resolve_defaults
     from .gistar import adjust_pvalues
-    from .harm import WeightTable
-    from .units import SquareGrid
 
     if rank_by not in ("harm", "count"):
         raise HarmspotError(f"--rank-by {rank_by!r}: use 'harm' or 'count'")
     if top < 1:
         raise HarmspotError(f"--top must be >= 1; got {top}")
-    choices = []
-    if units is None:
-        units = SquareGrid(150.0)
-        choices.append(Choice("cell size", "150 m", "default BNG square"))
-    if weights is None:
-        weights = WeightTable.builtin()
-        choices.append(Choice("weight table", weights.name, "default harm table"))
+    units, weights, choices = resolve_defaults(units, weights)
     both = pd.concat([incidents.filter(period=p, categories=categories).frame for p in (before, after)])
     if area is None and len(both) == 0:
         raise EmptyInputError("no incidents in either period")

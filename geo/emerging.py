@@ -188,19 +188,15 @@ def emerging_hotspots(
         ``tables``: ``z`` (unit x step Gi* z), ``patterns`` (counts per pattern).
         ``summary``: steps used, steps left out (no data), pattern counts.
     """
-    from .aggregate import count_units, unit_window_matrix
+    from .aggregate import count_units, resolve_defaults, unit_window_matrix
     from .change import units_frame_like
     from .gistar import adjust_pvalues, gistar_z, neighbours_for
-    from .harm import WeightTable
-    from .units import SquareGrid
 
     if weight not in ("count", "harm"):
         raise HarmspotError(f"--weight {weight!r}: use 'count' or 'harm'")
     choices: list[Choice] = []
-    if units is None:
-        units = SquareGrid(150.0)
-    if weights is None:
-        weights = WeightTable.builtin()
+    units, weights, picked = resolve_defaults(units, weights)
+    choices += picked
     base = count_units(incidents, units, weights, area=area, period=period, categories=categories, inputs=inputs)
     choices += base.choices
     sel = incidents.filter(period=period, categories=categories, area=area)

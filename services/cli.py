@@ -278,8 +278,6 @@ def demo(
     seed: int = typer.Option(42, "--seed", help="Seed of the synthetic town."),
 ):
     """Run the whole pipeline offline on a seeded synthetic town (all data SYNTHETIC)."""
-    import tomllib  # noqa: F401  (mapping written as TOML below)
-
     from geo.synth import make_town
 
     out.mkdir(parents=True, exist_ok=True)

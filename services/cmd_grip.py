@@ -84,7 +84,6 @@ def register(app) -> None:
 
         import pandas as pd
 
-        from data.boundaries import load_boundary
         from geo.categories import resolve_categories
         from geo.errors import HarmspotError
         from geo.grip import crossover_schedule, select_spots

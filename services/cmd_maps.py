@@ -175,10 +175,6 @@ def demo_step(ctx) -> None:
         p, n = export_file(src, "kmz", out / f"{stem}.kmz", marking="OFFICIAL-SENSITIVE")
         ctx.add(f"KMZ for phones ({n} placemarks)", p)
     if (ctx.store_path.exists() and (out / "inputs" / "towns.gpkg").exists()):
-        try:
-            import geo.grip  # noqa: F401
-        except ImportError:  # pragma: no cover
-            return
         from typer.testing import CliRunner
 
         from services.cli import app
