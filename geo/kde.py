@@ -23,13 +23,15 @@ Scales (``scale``), stated in the raster's metadata:
 
 Fast path: points are *linearly binned* (each point's weight shared between the four
 surrounding nodes) onto a grid ``oversample`` times finer than the output cells, then
-convolved with the kernel by FFT (``scipy.signal.fftconvolve``) and read at the output
-cell centres. The error against the exact sum is second order in the node spacing
+convolved with the kernel by FFT (``scipy.fft``; only the cell centres are computed: the
+``oversample``² node phases are transformed at cell resolution in one batched call and
+summed in the frequency domain). The error against the exact sum is second order in the node spacing
 (about :math:`\\delta^2/h^2` of a point's peak in the worst case, far less for many
 points because the errors cancel). Every run checks itself: the exact sum is evaluated
 at the 50 highest cells and 50 random ones, and while the error exceeds half of
 ``tol`` (default 1e-3 of the peak; half, because a sample does not see every cell) the
-binning is refined: first the per-point correction, then ``oversample`` 3, 5, 7, 9. The achieved
+binning is refined (:data:`AUTO_SEQUENCE`): nodes 2x finer than the cells (cell centres then
+fall half-way between nodes), the per-point correction, then ``oversample`` 4, 6, 8. The achieved
 error is reported in ``summary["check"]``.
 
 Bandwidth rule (when none is given), ArcGIS Pro's documented default search radius
@@ -153,33 +155,44 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     """
     from scipy import fft
 
-    f = int(oversample)
-    if f < 1 or f % 2 == 0:
-        raise HarmspotError(f"oversample must be an odd integer >= 1; got {oversample!r}")
+    try:
+        f = int(oversample)
+    except (TypeError, ValueError):
+        f = 0
+    if f < 1 or f != oversample:
+        raise HarmspotError(f"oversample must be an integer >= 1; got {oversample!r}")
     if not np.isfinite(bandwidth) or bandwidth <= 0:
         raise HarmspotError(f"bandwidth must be a positive number of metres; got {bandwidth!r}")
     x, y = np.asarray(x, float), np.asarray(y, float)
     w = None if w is None else np.asarray(w, float)
     d = lattice.cell / f
     nxf, nyf = lattice.nx * f, lattice.ny * f
-    # fine nodes at (j + 0.5) d from the lattice origin; output centres are nodes j = i f + (f - 1) / 2.
+    # fine nodes at (j + 0.5) d from the lattice origin; output centres sit at node coordinate
+    # j = i f + (f - 1) / 2: on a node for odd f, half-way between four nodes for even f.
     # The binned grid has one extra column and row so the "+1" corners of edge points stay inside.
-    fx = x * (1.0 / d) - (lattice.ix0 * lattice.cell / d + 0.5)
-    fy = y * (1.0 / d) - (lattice.iy0 * lattice.cell / d + 0.5)
     if correct is True:
         correct = "points"
     if correct not in (None, False, "none", "points", "mean"):
         raise HarmspotError(f"correct={correct!r}: use 'points', 'mean' or None")
+    # in-place arithmetic and one reused weight buffer: at 10M points every fresh array costs
+    fx = x * (1.0 / d)
+    fx -= lattice.ix0 * lattice.cell / d + 0.5
+    fy = y * (1.0 / d)
+    fy -= lattice.iy0 * lattice.cell / d + 0.5
     off_grid = x.size and (fx.min() < 0 or fx.max() >= nxf - 1 or fy.min() < 0 or fy.max() >= nyf - 1)
     if off_grid:  # rare: points at the very edge keep their weight on the edge nodes
-        fx = np.clip(fx, 0.0, nxf - 1 - 1e-9)
-        fy = np.clip(fy, 0.0, nyf - 1 - 1e-9)
+        np.clip(fx, 0.0, nxf - 1 - 1e-9, out=fx)
+        np.clip(fy, 0.0, nyf - 1 - 1e-9, out=fy)
     jx = fx.astype(np.int64)
-    jy = fy.astype(np.int64)
-    tx = fx - jx
-    ty = fy - jy
-    code = jy * (nxf + 1) + jx
-    size = (nyf + 1) * (nxf + 1)
+    code = fy.astype(np.int64)
+    fx -= jx
+    fy -= code
+    tx, ty = fx, fy  # fractional positions between nodes
+    code *= nxf + 1
+    code += jx
+    del jx
+    row = nxf + 1
+    size = (nyf + 1) * row
     ux = 1.0 - tx
     uy = 1.0 - ty
     if w is not None:
@@ -187,23 +200,24 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
         tx_w = tx * w
     else:
         tx_w = tx
-
-    def binned(weights):
-        return np.bincount(code, weights=weights, minlength=size).reshape(nyf + 1, nxf + 1)
+    buf = np.empty_like(tx)
 
     def bilinear(v=None):
-        """Linear binning of weight ``w * v`` onto the fine nodes (one shared code, four shifted bincounts)."""
+        """Linear binning of weight ``w * v`` onto the fine nodes: four bincounts over one shared
+        code, added with flat shifts (+1 = east neighbour, +row = north neighbour)."""
         a0, a1 = (ux, tx_w) if v is None else (ux * v, tx_w * v)
-        b00, b10, b01, b11 = binned(a0 * uy), binned(a1 * uy), binned(a0 * ty), binned(a1 * ty)
-        g = b00[:nyf, :nxf].copy()
-        g[:, 1:] += b10[:nyf, :nxf - 1]
-        g[1:, :] += b01[:nyf - 1, :nxf]
-        g[1:, 1:] += b11[:nyf - 1, :nxf - 1]
-        return g
+        g = np.bincount(code, weights=np.multiply(a0, uy, out=buf), minlength=size)
+        g[1:] += np.bincount(code, weights=np.multiply(a1, uy, out=buf), minlength=size)[:-1]
+        g[row:] += np.bincount(code, weights=np.multiply(a0, ty, out=buf), minlength=size)[:-row]
+        g[row + 1:] += np.bincount(code, weights=np.multiply(a1, ty, out=buf), minlength=size)[:-row - 1]
+        # the phases (nodes i f + a, j f + b) as a (f, f, ny, nx) stack, b (north) first
+        return g.reshape(nyf + 1, row)[:nyf, :nxf].reshape(lattice.ny, f, lattice.nx, f).transpose(1, 3, 0, 2)
 
     binned_grids = [bilinear()]
     if correct == "points":
         binned_grids += [bilinear(tx * (1.0 - tx)), bilinear(ty * (1.0 - ty))]
+    del buf, ux, uy, tx_w
+
     def kernel_set(ox, oy):
         """Kernels matching ``binned_grids`` at offsets (ox, oy) in metres."""
         ks = [kernel_values(ox ** 2 + oy ** 2, bandwidth, kernel, scale)]
@@ -219,21 +233,28 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     # (nodes i f + a) is convolved at cell resolution with the kernel sampled at
     # ((I - i) f + c - a) d, and the phases are summed in the frequency domain: one inverse FFT of
     # cell size instead of one of node size.
-    c = (f - 1) // 2
+    c = (f - 1) / 2  # a half-integer for even f: the kernel is then sampled at half-node offsets
     sup = kernel_support(bandwidth, kernel)
     m = int(np.ceil((sup / d + f) / f))
     steps = np.arange(-m, m + 1) * f
     shape = (lattice.ny + 2 * m, lattice.nx + 2 * m)
     fshape = [fft.next_fast_len(n, real=True) for n in shape]
+    # kernels for every phase, (f, f, 2m+1, 2m+1) with [b, a] = north phase, east phase
+    pa = np.arange(f)
+    ox = ((steps[None, :] + c - pa[:, None]) * d)[None, :, None, :]  # [., a, ., x]
+    oy = ((steps[None, :] + c - pa[:, None]) * d)[:, None, :, None]  # [b, ., y, .]
+    ox, oy = np.broadcast_arrays(ox, oy)
+    # the kernels are small ((2m+1)^2 taps): their spectra by two small DFT matrix products
+    # instead of zero-padded FFTs of the whole grid
+    taps = np.arange(2 * m + 1)
+    ey = np.exp(-2j * np.pi * np.outer(np.arange(fshape[0]), taps) / fshape[0])
+    ex = np.exp(-2j * np.pi * np.outer(taps, np.arange(fshape[1] // 2 + 1)) / fshape[1])
     acc = None
-    for pa in range(f):
-        ox1 = (steps + c - pa) * d
-        for pb in range(f):
-            oy1 = (steps + c - pb) * d
-            ox, oy = np.meshgrid(ox1, oy1)
-            for grid_, k in zip(binned_grids, kernel_set(ox, oy)):
-                prod = fft.rfft2(grid_[pb::f, pa::f], fshape, workers=-1) * fft.rfft2(k, fshape, workers=-1)
-                acc = prod if acc is None else acc + prod
+    for grid_, k in zip(binned_grids, kernel_set(ox, oy)):
+        spec = fft.rfft2(grid_, fshape, axes=(-2, -1), workers=-1)  # all phases in one batched call
+        kspec = np.einsum("yi,baij,jx->bayx", ey, k, ex, optimize=True)
+        prod = np.einsum("bayx,bayx->yx", spec, kspec)
+        acc = prod if acc is None else acc + prod
     full = fft.irfft2(acc, fshape, workers=-1)
     out = full[m:m + lattice.ny, m:m + lattice.nx]
     return np.where(np.abs(out) < 1e-12 * max(1.0, float(np.abs(out).max(initial=0))), 0.0, out)
@@ -257,6 +278,48 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     peak = float(max(values.max(initial=0), exact.max(initial=0)))
     err = float(np.abs(values.ravel()[idx] - exact).max(initial=0) / peak) if peak > 0 else 0.0
     return {"cells_checked": int(idx.size), "max_rel_error_of_peak": err, "peak": peak}
+
+
+#: Binning tried by the self-check, cheapest first (times at 1M points on a 600 x 600 grid:
+#: about 0.04 s, 0.07 s, 0.2 s ...). Even refinements put the cell centres half-way between nodes;
+#: on synthetic clusters with a narrow quartic (h = 3 cells) they beat the odd ones (f = 2 about as
+#: accurate as f = 3, f = 4 twice as accurate as f = 3 with the per-point correction).
+AUTO_SEQUENCE = ((1, "mean"), (2, "mean"), (2, "points"), (4, "mean"), (4, "points"), (6, "points"),
+                 (8, "points"))
+
+
+def kde_auto(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quartic", scale: str = "density",
+             tol: float = 1e-3, oversample: int | None = None, check: bool = True):
+    """Binned KDE refined until its own exact-sum check passes.
+
+    Tries :data:`AUTO_SEQUENCE` (or, with ``oversample`` given, that refinement with the
+    mean then the per-point correction) and stops at the first surface whose error
+    against the exact sum, at the 50 highest and 50 random cells, is at most ``tol / 2``
+    of the peak (half: the check samples cells, it does not see them all). Without
+    ``check``, uses :func:`safe_oversample`.
+
+    Returns
+    -------
+    values : (ny, nx) array, row 0 = south
+    oversample : int, the refinement used
+    correction : str, the binning correction used
+    check : dict or None, :func:`check_error`'s answer for the surface returned
+    """
+    if oversample:
+        sequence = [(int(oversample), "mean"), (int(oversample), "points")] if check else [(int(oversample), "mean")]
+    elif check:
+        sequence = list(AUTO_SEQUENCE)
+    else:
+        sequence = [(safe_oversample(lattice.cell, bandwidth, kernel), "points")]
+    chk = None
+    for f, corr in sequence:
+        vals = kde_lattice(x, y, w, lattice, bandwidth, kernel, scale, oversample=f, correct=corr)
+        if not check:
+            break
+        chk = check_error(x, y, w, lattice, vals, bandwidth, kernel, scale, n_sample=100)
+        if chk["max_rel_error_of_peak"] <= tol / 2:  # margin: the check samples cells, it does not see them all
+            break
+    return vals, f, corr, chk
 
 
 def safe_oversample(cell: float, bandwidth: float, kernel: str) -> int:
@@ -316,7 +379,7 @@ def hotspots_kde(
     tol : float
         Allowed |binned - exact| / peak at the checked cells (refines the binning if exceeded).
     oversample : int, optional
-        Binning refinement (odd); default chosen by the self-check.
+        Binning refinement (nodes per cell side, an integer >= 1); default chosen by the self-check.
     check : bool
         Run the exact-sum self-check (cheap: about 40 cells).
 
@@ -371,22 +434,8 @@ def hotspots_kde(
     lat = grid.lattice(bounds, pad=int(np.ceil(sup / cell)) + 1)
     if lat.size > 25_000_000:
         raise HarmspotError(f"{lat.nx} x {lat.ny} cells of {cell:g} m is too many; use a larger --cell")
-    if oversample:
-        sequence = [(int(oversample), "mean"), (int(oversample), "points")] if check else [(int(oversample), "mean")]
-    elif check:
-        # cheapest first; refine until the exact-sum check passes
-        sequence = [(1, "mean"), (1, "points"), (3, "mean"), (3, "points"), (5, "points"), (7, "points"),
-                    (9, "points")]
-    else:
-        sequence = [(safe_oversample(cell, bandwidth, kernel), "points")]
-    chk = None
-    for f, corr in sequence:
-        vals = kde_lattice(x, y, w, lat, bandwidth, kernel, scale, oversample=f, correct=corr)
-        if not check:
-            break
-        chk = check_error(x, y, w, lat, vals, bandwidth, kernel, scale, n_sample=100)
-        if chk["max_rel_error_of_peak"] <= tol / 2:  # margin: the check samples cells, it does not see them all
-            break
+    vals, f, corr, chk = kde_auto(x, y, w, lat, bandwidth, kernel, scale, tol=tol, oversample=oversample,
+                                  check=check)
     if oversample is None and (f > 1 or corr == "points"):
         choices.append(Choice("binning", f"nodes {f}x finer than the cell, {corr} correction",
                               f"the exact-sum check needed error <= {tol / 2:g} of the peak"))

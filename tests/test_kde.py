@@ -132,5 +132,83 @@ def test_bad_options_raise_clear_errors(essex_ingest):
         hotspots_kde(essex_ingest.accepted, kernel="epanechnikov")
     with pytest.raises(ValueError, match="bandwidth must be a positive"):
         kde_lattice([0.0], [0.0], None, Lattice(10.0, 0, 0, 5, 5), -1.0)
-    with pytest.raises(ValueError, match="oversample must be an odd"):
-        kde_lattice([0.0], [0.0], None, Lattice(10.0, 0, 0, 5, 5), 10.0, oversample=2)
+    with pytest.raises(ValueError, match="oversample must be an integer >= 1"):
+        kde_lattice([0.0], [0.0], None, Lattice(10.0, 0, 0, 5, 5), 10.0, oversample=0)
+    with pytest.raises(ValueError, match="oversample must be an integer >= 1"):
+        kde_lattice([0.0], [0.0], None, Lattice(10.0, 0, 0, 5, 5), 10.0, oversample=2.5)
+
+
+@pytest.mark.parametrize("f", [2, 3, 4])
+@pytest.mark.parametrize("correct", [None, "points"])
+def test_points_on_nodes_are_exact_for_any_refinement(f, correct):
+    # Planted truth: a point exactly on a binning node puts all its weight on that node (t = 0, so the
+    # per-point correction t(1 - t) vanishes too), so the surface must equal the exact sum to rounding.
+    # Even f puts the cell centres half-way between nodes: this pins that geometry (and x/y order,
+    # the points are placed asymmetrically) against the slow twin kde_exact.
+    lat = Lattice(100.0, 0, 0, 30, 24)
+    d = 100.0 / f
+    jx = np.array([31, 45, 70]) * f // 3
+    jy = np.array([20, 52, 33]) * f // 3
+    x, y, w = (jx + 0.5) * d, (jy + 0.5) * d, np.array([1.0, 4.0, 2.5])
+    for kernel, h in (("quartic", 300.0), ("gaussian", 150.0)):
+        v = kde_lattice(x, y, w, lat, h, kernel, oversample=f, correct=correct)
+        gx, gy = lat.centres()
+        exact = kde_exact(x, y, w, gx, gy, h, kernel).reshape(lat.ny, lat.nx)
+        np.testing.assert_allclose(v, exact, rtol=0, atol=1e-9 * exact.max())
+
+
+def _clusters(seed, n=20000, extent=6000.0):
+    """SYNTHETIC (seeded): 12 Gaussian hot spots (sd 120-600 m) + 30% uniform, like bench/bench_hotspots.py."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(800, extent - 800, (12, 2))
+    sds = rng.uniform(120, 600, 12)
+    lab = rng.integers(0, 12, int(0.7 * n))
+    pts = centres[lab] + rng.normal(size=(lab.size, 2)) * sds[lab, None]
+    return np.clip(np.vstack([pts, rng.uniform(0, extent, (n - lab.size, 2))]), 0.0, extent)  # inside the lattice
+
+
+def test_narrow_quartic_twice_finer_nodes_equal_exact_sum():
+    # Issue 3: error <= 1e-3 of the peak for a NARROW quartic (h = 3 cells), where the kernel's
+    # second-derivative jump at r = h defeats the correction on the cell grid itself. Nodes 2x finer
+    # (cell centres half-way between nodes) with the mean correction; every cell against kde_exact.
+    pts = _clusters(7, n=200_000)
+    h, cell = 300.0, 100.0
+    lat = Lattice.from_bounds(cell, (0, 0, 6000, 6000), pad=5)
+    vals = kde_lattice(pts[:, 0], pts[:, 1], None, lat, h, "quartic", oversample=2, correct="mean")
+    err, exact = _all_cells_error(pts[:, 0], pts[:, 1], None, lat, vals, h, "quartic")
+    assert err <= TOL
+    # integral = number of points (density per km²; a Riemann sum on 100 m cells, as above)
+    assert vals.sum() * cell * cell / 1e6 == pytest.approx(len(pts), rel=2e-3)
+
+
+def test_kde_auto_refines_until_the_exact_sum_agrees():
+    # SYNTHETIC clusters, narrow quartic: kde_auto must return a surface within TOL of the exact sum at
+    # EVERY cell (its own check only samples 100), and say which binning it used.
+    from geo.kde import kde_auto
+
+    pts = _clusters(11)
+    lat = Lattice.from_bounds(100.0, (0, 0, 6000, 6000), pad=5)
+    vals, f, corr, chk = kde_auto(pts[:, 0], pts[:, 1], None, lat, 300.0, "quartic")
+    assert chk["max_rel_error_of_peak"] <= TOL / 2 and f >= 1 and corr in ("mean", "points")
+    err, _ = _all_cells_error(pts[:, 0], pts[:, 1], None, lat, vals, 300.0, "quartic")
+    assert err <= TOL
+
+
+def test_hotspots_kde_narrow_quartic_on_essex_echoes_binning(essex_ingest):
+    # Real data (snapped police.uk points, Essex, March 2018): a 300 m quartic on 100 m cells (3 cells).
+    from geo.harm import WeightTable
+    from geo.period import Period
+
+    inc = essex_ingest.accepted.filter(period=Period.parse("2018-03"), bbox=(568000, 201000, 578000, 211000))
+    res = hotspots_kde(inc, cell=100, bandwidth=300, kernel="quartic", weight="harm")
+    assert res.summary["check"]["max_rel_error_of_peak"] <= TOL / 2
+    if res.params["oversample"] > 1 or res.params["binning_correction"] == "points":
+        assert any(c.name == "binning" for c in res.choices)
+    r = res.layer
+    c = r.cell_size
+    ny, nx = r.shape
+    lat = Lattice(c, int(round(r.transform.c / c)), int(round((r.transform.f - ny * c) / c)), nx, ny)
+    df = inc.frame
+    w = WeightTable.builtin().weights_for(df)
+    err, _ = _all_cells_error(df["x"].to_numpy(), df["y"].to_numpy(), w, lat, r.array[::-1], 300.0, "quartic")
+    assert err <= TOL
