@@ -229,3 +229,96 @@ def test_cli_gistar_contract(tmp_path, town_store):
     # --json: the LAST line is the JSON object; the tasking table goes to stderr
     r2 = subprocess.run(cmd[:-1] + ["--weight", "mass"], capture_output=True, text=True, timeout=300)
     assert r2.returncode == 2 and "--weight 'mass'" in r2.stderr
+
+
+# ---------------------------------------------------------------- contiguity: fast vertex method vs its slow twin
+def _same_matrix(a, b):
+    return (a.matrix != b.matrix).nnz == 0 and np.array_equal(a.cardinality, b.cardinality)
+
+
+def test_contiguity_vertex_method_equals_predicate_twin_on_essex(shared):
+    # Real data: all Essex LSOAs 2011 (generalised; they overlap, so no pair shares an exact vertex and every
+    # pair goes through GEOS) and Essex wards 2013 (hundreds of exactly shared vertices, so the hashed
+    # vertex/segment path decides most pairs). The slow twin is one bulk STRtree.query(predicate="intersects")
+    # plus length(intersection) > 0 for rook; the matrices must be identical.
+    from data.boundaries import read_polygons
+    import shapely
+
+    from geo.gistar import _pairs_sharing, _vertex_runs
+
+    for name, min_shared in (("essex_lsoa_2011", 0), ("essex_wards_2013", 500)):
+        g = read_polygons(shared / "boundaries" / f"{name}.geojson.gz").to_crs(27700).geometry.values
+        coords, owner = shapely.get_coordinates(g, return_index=True)
+        order, run = _vertex_runs(coords)
+        assert _pairs_sharing(run, owner[order], len(g)).size >= min_shared, name  # the fast path is exercised
+        for rule in ("queen", "rook"):
+            fast = contiguity_neighbours(g, rule)
+            slow = contiguity_neighbours(g, rule, method="predicate")
+            assert _same_matrix(fast, slow), (name, rule)
+            assert fast.cardinality.mean() > 5, (name, rule)
+
+
+def test_contiguity_vertex_method_on_planted_edge_cases(monkeypatch):
+    # Synthetic planted truth: T-junctions, a point touch on an edge's interior, a corner touch, a hole with a
+    # filling island and a floating island, an overlap, a multipolygon, -0.0 against 0.0, None and an empty
+    # polygon. Expected neighbours are stated by construction; both methods must give them.
+    import shapely
+
+    big = shapely.box(0, 0, 200, 200)
+    geoms = [
+        big,                                                            # 0
+        shapely.box(200, 0, 300, 100),                                  # 1 edge along big, shares (200, 0)
+        shapely.box(50, -100, 150, 0),                                  # 2 T-junction: edge inside big's edge
+        shapely.Polygon([(-100, 50), (-100, 150), (0, 100)]),           # 3 apex on big's edge interior only
+        shapely.box(-100, -100, 0, 0),                                  # 4 corner touch with big at (0, 0)
+        shapely.Polygon(shapely.box(1000, 0, 1300, 300).exterior.coords,
+                        [shapely.box(1100, 100, 1200, 200).exterior.coords]),  # 5 donut
+        shapely.box(1100, 100, 1200, 200),                              # 6 fills the hole: shares its edges
+        shapely.box(1130, 130, 1170, 170),                              # 7 floats inside the island 6
+        shapely.box(2000, 0, 2100, 100),                                # 8
+        shapely.box(2050, 50, 2150, 150),                               # 9 overlaps 8, no shared vertex
+        shapely.MultiPolygon([shapely.box(3000, 0, 3100, 100), shapely.box(300, 0, 400, 100)]),  # 10 part touches 1
+        shapely.Polygon([(-100, 300), (-0.0, 300), (-0.0, 400), (-100, 400)]),  # 11 -0.0 edge
+        shapely.box(0, 300, 100, 400),                                  # 12 shares the edge x = 0 with 11
+        None,                                                           # 13
+        shapely.Polygon(),                                              # 14 empty
+    ]
+    g = np.array(geoms, dtype=object)
+    queen = {(0, 1), (0, 2), (0, 3), (0, 4), (5, 6), (6, 7), (8, 9), (1, 10), (11, 12)}
+    rook = queen - {(0, 3), (0, 4)}  # 3 and 4 meet big at one point only; 7 lies inside 6 (an overlap)
+    for rule, truth in (("queen", queen), ("rook", rook)):
+        fast = contiguity_neighbours(g, rule)
+        slow = contiguity_neighbours(g, rule, method="predicate")
+        assert _same_matrix(fast, slow), rule
+        m = fast.matrix.tocoo()
+        got = {(int(i), int(j)) for i, j in zip(m.row, m.col) if i < j}
+        assert got == truth, (rule, got ^ truth)
+    # every coordinate hashing alike forces the exact lexicographic fallback: same answer
+    import geo.gistar as gi
+
+    monkeypatch.setattr(gi, "_HASH_X", np.uint64(0))
+    monkeypatch.setattr(gi, "_HASH_Y", np.uint64(0))
+    for rule in ("queen", "rook"):
+        assert _same_matrix(contiguity_neighbours(g, rule), contiguity_neighbours(g, rule, method="predicate"))
+
+
+def test_contiguity_on_a_tessellation_equals_libpysal():
+    # Synthetic Voronoi tessellation (seeded): every contact is an exactly shared vertex, so libpysal's
+    # vertex-set Queen/Rook (weights.Queen/Rook.from_dataframe) is the reference; both methods must match it.
+    libpysal = pytest.importorskip("libpysal")
+    import geopandas as gpd
+    import shapely
+
+    rng = np.random.default_rng(8)
+    pts = shapely.multipoints(rng.uniform(0, 10_000, (600, 2)))
+    frame = shapely.box(0, 0, 10_000, 10_000)
+    polys = shapely.intersection(shapely.get_parts(shapely.voronoi_polygons(pts, extend_to=frame)), frame)
+    gdf = gpd.GeoDataFrame(geometry=polys, crs=27700)
+    for rule, builder in (("queen", libpysal.weights.Queen), ("rook", libpysal.weights.Rook)):
+        w = builder.from_dataframe(gdf, use_index=False, silence_warnings=True)
+        ref = (w.sparse.toarray() + np.eye(len(gdf))) > 0
+        for method in ("vertex", "predicate"):
+            nb = contiguity_neighbours(gdf.geometry, rule, method=method)
+            assert ((nb.matrix.toarray() > 0) != ref).sum() == 0, (rule, method)
+    with pytest.raises(ValueError, match="contiguity method 'fuzzy'"):
+        contiguity_neighbours(polys, "queen", method="fuzzy")
