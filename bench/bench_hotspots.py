@@ -5,7 +5,7 @@
   on the same grid; error of both against the exact kernel sum at sampled cells.
 * Gi* on the 600 x 600 lattice with a 300 m band: harmspot lattice convolution vs esda
   (``DistanceBand`` + ``G_Local(permutations=0)``), weights construction included.
-* Gi* on H3 cells (ring 1) and on polygons (queen contiguity): harmspot sparse matrix vs
+* Gi* on H3 cells (ring 1) and on Voronoi polygons (queen and rook contiguity): harmspot sparse matrix vs
   esda ``G_Local`` on libpysal weights, build and statistic timed separately.
 
 Usage: ``.venv/bin/python bench/bench_hotspots.py [--quick] [--out bench/results/hotspots.md]``
@@ -33,7 +33,7 @@ from geo.gistar import (  # noqa: E402
     gistar_z,
     h3_ring_neighbours,
 )
-from geo.kde import bandwidth_rule, kde_exact, kde_lattice  # noqa: E402
+from geo.kde import bandwidth_rule, kde_auto, kde_exact, kde_lattice  # noqa: E402
 from geo.units import Lattice  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -95,10 +95,19 @@ def bench_kde(n, rng):
     sel_rng = np.random.default_rng(1)
     ref = {}
     h_rule = round(bandwidth_rule(x, y), 1)
-    configs = [(300.0, "gaussian", "gaussian", 1), (300.0, "quartic", "biweight", 1), (300.0, "quartic", "biweight", 3),
-               (h_rule, "gaussian", "gaussian", 1), (h_rule, "quartic", "biweight", 1)]
+    # "auto": the binning hotspots_kde's exact-sum self-check settles on (geo.kde.kde_auto, run once, untimed
+    # in the ratio; its time incl. the check is reported separately). The narrow quartic on the cell grid
+    # itself (f = 1) is kept to show why it needs refining.
+    configs = [(300.0, "gaussian", "gaussian", "auto"), (300.0, "quartic", "biweight", 1),
+               (300.0, "quartic", "biweight", "auto"), (h_rule, "gaussian", "gaussian", "auto"),
+               (h_rule, "quartic", "biweight", "auto")]
     for h, kernel, kdepy_kernel, f in configs:
-        t_hs, vals = best_of(lambda: kde_lattice(x, y, None, lat, h, kernel, "density", oversample=f, correct="mean"))
+        corr, t_auto = "mean", None
+        if f == "auto":
+            t0 = time.perf_counter()
+            _, f, corr, _ = kde_auto(x, y, None, lat, h, kernel, "density")
+            t_auto = time.perf_counter() - t0
+        t_hs, vals = best_of(lambda: kde_lattice(x, y, None, lat, h, kernel, "density", oversample=f, correct=corr))
         t_plain, _ = best_of(lambda: kde_lattice(x, y, None, lat, h, kernel, "density", oversample=f, correct=None))
         # KDEpy scales its biweight so that support = sqrt(7) bw (the 1-D sd convention): bw = h / sqrt(7)
         bw = h if kernel == "gaussian" else h / np.sqrt(7.0)
@@ -116,10 +125,10 @@ def bench_kde(n, rng):
         peak = exact.max()
         err_hs = np.abs(vals.ravel()[idx] - exact).max() / peak
         err_kp = np.abs(kp.ravel()[idx] - exact).max() / peak
-        rows.append(dict(n=n, h=h, kernel=kernel, oversample=f, t_hs=t_hs, t_plain=t_plain, t_kdepy=t_kp,
+        rows.append(dict(n=n, h=h, kernel=kernel, oversample=f, correction=corr, t_auto=t_auto, t_hs=t_hs, t_plain=t_plain, t_kdepy=t_kp,
                          ratio=t_hs / t_kp, err_hs=float(err_hs), err_kdepy=float(err_kp), cells_checked=int(idx.size),
                          t_exact=t_ex))
-        print(f"KDE n={n:,} h={h:g} {kernel} x{f}: harmspot {t_hs:.3f}s (plain {t_plain:.3f}s), KDEpy {t_kp:.3f}s, "
+        print(f"KDE n={n:,} h={h:g} {kernel} x{f} {corr}: harmspot {t_hs:.3f}s (plain {t_plain:.3f}s), KDEpy {t_kp:.3f}s, "
               f"ratio {t_hs / t_kp:.2f}; error/peak harmspot {err_hs:.2e}, KDEpy {err_kp:.2e}", flush=True)
     return rows
 
@@ -188,10 +197,18 @@ def bench_h3(k, rng):
 
 
 def bench_polygons(n, rng):
+    """Polygon Gi*: harmspot contiguity + sparse Gi* vs libpysal's fastest builder + esda G_Local, one run.
+
+    Peers (all timed best of 3, like harmspot): libpysal ``Graph.build_contiguity`` (vectorised
+    shared-vertex method, libpysal's fastest) with ``G_Local`` on the Graph, and the classic
+    ``Queen/Rook.from_dataframe`` ``W`` with ``G_Local`` on the W. The speed-up is against the
+    fastest peer pipeline. Also timed: harmspot's slow twin (one bulk STRtree intersects query).
+    """
     import esda
     import geopandas as gpd
     import libpysal
     import shapely
+    from libpysal.graph import Graph
 
     pts = shapely.points(rng.uniform(0, 50_000, (n, 2)))
     vor = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=shapely.box(0, 0, 50_000,
@@ -199,23 +216,40 @@ def bench_polygons(n, rng):
     polys = shapely.intersection(vor, shapely.box(0, 0, 50_000, 50_000))
     gdf = gpd.GeoDataFrame(geometry=polys, crs=27700)
     y = rng.poisson(3.0, len(gdf)).astype(float)
-    t0 = time.perf_counter()
-    nb = contiguity_neighbours(gdf.geometry, "queen")
-    t_build = time.perf_counter() - t0
-    t_stat, z = best_of(lambda: gistar_z(y, nb))
-    t0 = time.perf_counter()
-    w = libpysal.weights.Queen.from_dataframe(gdf, use_index=False, silence_warnings=True)
-    t_wb = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    g = esda.G_Local(y, w, transform="B", star=True, permutations=0)
-    t_g = time.perf_counter() - t0
-    r = dict(units=len(gdf), t_build=t_build, t_stat=t_stat, t_esda_w=t_wb, t_esda_g=t_g,
-             ratio_stat=t_g / t_stat, ratio_total=(t_wb + t_g) / (t_build + t_stat),
-             max_abs_dz=float(np.abs(g.Zs - z).max()))
-    print(f"Gi* polygons {len(gdf):,}: harmspot build {t_build:.2f}s + stat {t_stat * 1e3:.1f}ms; esda Queen "
-          f"{t_wb:.2f}s + G_Local {t_g:.2f}s; statistic {r['ratio_stat']:,.0f}x, total {r['ratio_total']:.1f}x; "
-          f"max |dz| {r['max_abs_dz']:.1e}", flush=True)
-    return r
+    rows = []
+    for rule in ("queen", "rook"):
+        rook = rule == "rook"
+        t_build, nb = best_of(lambda: contiguity_neighbours(gdf.geometry, rule))
+        t_twin, twin = best_of(lambda: contiguity_neighbours(gdf.geometry, rule, method="predicate"), 1)
+        t_stat, z = best_of(lambda: gistar_z(y, nb))
+        t_gb, graph = best_of(lambda: Graph.build_contiguity(gdf, rook=rook))
+        t_gg, gg = best_of(lambda: esda.G_Local(y, graph, transform="B", star=True, permutations=0))
+        builder = libpysal.weights.Rook if rook else libpysal.weights.Queen
+        t_wb, w = best_of(lambda: builder.from_dataframe(gdf, use_index=False, silence_warnings=True))
+        t_wg, gw = best_of(lambda: esda.G_Local(y, w, transform="B", star=True, permutations=0))
+        ref = (graph.sparse.tocsr() + sparse_identity(len(gdf))) > 0
+        peer_graph, peer_w = t_gb + t_gg, t_wb + t_wg
+        r = dict(rule=rule, units=len(gdf), t_build=t_build, t_twin=t_twin, t_stat=t_stat,
+                 t_graph_build=t_gb, t_graph_g=t_gg, t_esda_w=t_wb, t_esda_g=t_wg,
+                 peer="Graph" if peer_graph <= peer_w else "W", t_peer=min(peer_graph, peer_w),
+                 ratio_stat=min(t_gg, t_wg) / t_stat, ratio_total=min(peer_graph, peer_w) / (t_build + t_stat),
+                 ratio_total_w=peer_w / (t_build + t_stat),
+                 same_as_twin=bool((nb.matrix != twin.matrix).nnz == 0),
+                 same_as_libpysal=bool(((nb.matrix > 0) != ref).nnz == 0),
+                 max_abs_dz=float(max(np.abs(gg.Zs - z).max(), np.abs(gw.Zs - z).max())))
+        rows.append(r)
+        print(f"Gi* polygons {rule} {len(gdf):,}: harmspot build {t_build * 1e3:.1f}ms (twin {t_twin * 1e3:.0f}ms) + "
+              f"stat {t_stat * 1e3:.2f}ms; libpysal Graph {t_gb:.3f}s + G_Local {t_gg:.3f}s; W {t_wb:.3f}s + "
+              f"G_Local {t_wg:.3f}s; incl. build {r['ratio_total']:.1f}x vs fastest peer ({r['peer']}), "
+              f"{r['ratio_total_w']:.1f}x vs W; same as twin {r['same_as_twin']}, as libpysal "
+              f"{r['same_as_libpysal']}; max |dz| {r['max_abs_dz']:.1e}", flush=True)
+    return rows
+
+
+def sparse_identity(n):
+    from scipy import sparse
+
+    return sparse.identity(n, format="csr")
 
 
 def main(argv=None):
@@ -259,22 +293,30 @@ def main(argv=None):
          "Bandwidths: 300 m (3 cells, narrow) and the documented default rule (ArcGIS search radius) on the "
          "same points.", "",
          "| points | bandwidth (m) | kernel | binning | harmspot (s) | harmspot, no correction (s) | KDEpy FFTKDE (s) | "
-         "ratio harmspot/KDEpy | error/peak harmspot | error/peak KDEpy | cells checked |",
-         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+         "ratio harmspot/KDEpy | error/peak harmspot | error/peak KDEpy | cells checked | choice + self-check (s) |",
+         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in kde_rows:
-        L.append(f"| {r['n']:,} | {r['h']:g} | {r['kernel']} | {'cell' if r['oversample'] == 1 else str(r['oversample']) + 'x finer'} "
+        binning = "cell" if r["oversample"] == 1 else f"{r['oversample']}x finer"
+        binning += f", {r.get('correction', 'mean')}" + (" (auto)" if r.get("t_auto") is not None else " (fixed)")
+        L.append(f"| {r['n']:,} | {r['h']:g} | {r['kernel']} | {binning} "
                  f"| {r['t_hs']:.3f} | {r['t_plain']:.3f} | {r['t_kdepy']:.3f} | "
-                 f"{r['ratio']:.2f} | {r['err_hs']:.1e} | {r['err_kdepy']:.1e} | {r['cells_checked']} |")
-    L += ["", "harmspot = linear binning + the mean second-order correction (kernel K - d²/12 ∇²K, no extra "
-          "work) + FFT; 'no correction' = plain linear binning, the same algorithm as KDEpy's FFTKDE. "
+                 f"{r['ratio']:.2f} | {r['err_hs']:.1e} | {r['err_kdepy']:.1e} | {r['cells_checked']} | "
+                 f"{'' if r.get('t_auto') is None else format(r['t_auto'], '.2f')} |")
+    L += ["", "harmspot = linear binning onto nodes f x finer than the cells + the second-order correction "
+          "('mean': kernel K - d²/12 ∇²K, no extra work; 'points': per-point t(1-t) weights binned too) + a "
+          "polyphase FFT at cell resolution (all f² node phases in one batched transform); 'no correction' = plain "
+          "linear binning at the same f, KDEpy FFTKDE's algorithm. Binning '(auto)' = what `hotspots_kde`'s "
+          "exact-sum self-check (`geo.kde.kde_auto`, tries 1x mean, 2x mean, 2x points, 4x ...) settled on; "
+          "'choice + self-check' = that search's one-off time including the exact sums at 150 cells (a KD-tree "
+          "over all points), not part of the timed ratio. "
           "Error = max |surface - exact kernel sum| / peak of the exact sum, at the 50 highest and 150 random "
           "cells. KDEpy's quartic twin is its `biweight` with bw = h/sqrt(7) (KDEpy scales kernels by their 1-D standard "
           "deviation: support sqrt(7) bw; checked on a small sample to agree with the exact sum). KDEpy was given kilometres (in metres its Gaussian 'practical support', "
           "where the density drops below an absolute 1e-4, collapses) and its density multiplied by n to compare "
           "per km². "
           "The quartic kernel's second derivative jumps at r = h, which limits the correction: at h = 3 cells "
-          "the bound needs nodes 3x finer than the cells (from about 6 cells up, the cell grid itself is enough) (`hotspots_kde` refines automatically until its own "
-          "exact-sum check passes).", "",
+          "the cell grid misses the bound (the 'fixed' row) and nodes 2x finer (cell centres half-way between "
+          "nodes) meet it; from about 6 cells up the cell grid itself is enough.", "",
           "### Gi* on the 600 x 600 lattice (360,000 cells of 100 m), distance band 300 m, z only", ""]
     gl = [g_full] + ([g_small] if g_small else [])
     L += ["| lattice | harmspot (s) | esda DistanceBand (s) | esda G_Local (s) | esda total (s) | speed-up | "
@@ -287,16 +329,48 @@ def main(argv=None):
             L.append(f"| {g['size']}x{g['size']} | {g['t_hs']:.3f} | not run (--quick) | | | | |")
     L += ["", "harmspot's time includes building the neighbourhood (a disk of lattice offsets) and the "
           "shift-and-add convolution; esda's includes DistanceBand weights construction.", "",
-          "### Gi* on H3 cells (ring 1) and polygons (queen contiguity)", "",
+          "### Gi* on H3 cells (ring 1)", "",
           "| units | harmspot build (s) | harmspot Gi* (ms) | esda weights (s) | esda G_Local (s) | "
           "speed-up, statistic (matrix cached) | speed-up incl. build | max abs z difference |",
           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in (("H3 res 9", h3r), ("Voronoi polygons", pol)):
+    for name, r in (("H3 res 9", h3r),):
         L.append(f"| {name}: {r['units']:,} | {r['t_build']:.2f} | {r['t_stat'] * 1e3:.1f} | {r['t_esda_w']:.2f} | "
                  f"{r['t_esda_g']:.2f} | {r['ratio_stat']:,.0f}x | {r['ratio_total']:.1f}x | "
                  f"{r['max_abs_dz']:.1e} |")
     L += ["", "H3 esda weights: a libpysal `W` from `h3.grid_ring` neighbours (there is no H3 builder in "
-          "libpysal). Polygons: libpysal `Queen.from_dataframe` vs harmspot's shapely STRtree contiguity.", ""]
+          "libpysal).", ""]
+    pols = pol if isinstance(pol, list) else [dict(pol, rule="queen")]
+    L += [f"### Gi* on {pols[0]['units']:,} Voronoi polygons (queen and rook contiguity), best of 3", "",
+          "| rule | harmspot build (ms) | harmspot Gi* (ms) | harmspot slow twin (ms) | libpysal Graph build (s) | "
+          "esda G_Local on Graph (s) | libpysal W build (s) | esda G_Local on W (s) | speed-up, statistic | "
+          "speed-up incl. build vs fastest peer | speed-up incl. build vs W pipeline | same neighbours as twin / libpysal | "
+          "max abs z difference |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in pols:
+        if "t_graph_build" not in r:
+            L.append(f"| {r['rule']} (old run) | {r['t_build'] * 1e3:.0f} | {r['t_stat'] * 1e3:.2f} | | | | "
+                     f"{r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | {r['ratio_stat']:,.0f}x | {r['ratio_total']:.1f}x | | | "
+                     f"{r['max_abs_dz']:.1e} |")
+            continue
+        L.append(f"| {r['rule']} | {r['t_build'] * 1e3:.1f} | {r['t_stat'] * 1e3:.2f} | {r['t_twin'] * 1e3:.0f} | "
+                 f"{r['t_graph_build']:.3f} | {r['t_graph_g']:.3f} | {r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | "
+                 f"{r['ratio_stat']:,.0f}x | {r['ratio_total']:.1f}x ({r['peer']}) | {r['ratio_total_w']:.1f}x | "
+                 f"{'yes' if r['same_as_twin'] else 'NO'} / {'yes' if r['same_as_libpysal'] else 'NO'} | "
+                 f"{r['max_abs_dz']:.1e} |")
+    L += ["", "harmspot build = `contiguity_neighbours(method=\"vertex\")`: exactly equal vertices (and, for rook, "
+          "segments) are hashed and paired with numpy; pairs whose bounding boxes touch without a shared vertex are "
+          "dropped when their x+y or x-y ranges are apart (octagon test), and GEOS decides the few left. Its result "
+          "is identical to the slow twin (`method=\"predicate\"`: one bulk `STRtree.query(predicate=\"intersects\")`, "
+          "then `length(intersection) > 0` for rook), which is what harmspot's contiguity means (any common point; "
+          "libpysal's vertex method agrees on a clean tessellation such as this one). Peers: libpysal "
+          "`Graph.build_contiguity` (its fastest builder) with esda `G_Local` on the Graph, and `Queen`/`Rook."
+          "from_dataframe` with `G_Local` on the W; the speed-up incl. build is against the faster of the two "
+          "pipelines. Speed-up, statistic: fastest esda `G_Local` vs harmspot Gi* with the matrix cached. "
+          "Issue 3's target (>= 20x incl. build) is met against the W pipeline but not against libpysal's Graph "
+          "pipeline: about 25 ms of harmspot's build is the shapely STRtree (build + bounding-box query, ~15 ms) "
+          "and reading the coordinates (~5 ms), which exact 'any common point' contiguity needs. "
+          "Before this method (one bulk STRtree intersects query, now the twin) the queen build took about 0.2 s "
+          "(4.9x vs the W pipeline).", ""]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     import json
 

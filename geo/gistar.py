@@ -356,8 +356,8 @@ def contiguity_neighbours(geoms, rule: str = "queen", method: str = "vertex") ->
     if rule == "queen":
         return SparseNeighbours._from_pairs(queen, n, describe)
     # rook: a pair sharing an exactly equal segment shares a stretch of boundary; GEOS decides the rest
-    vid = np.full(owner.size, -1, np.int64)
-    vin = np.full(int(inner.sum()), -1, np.int64)
+    vid = np.empty(owner.size, np.int64)
+    vin = np.empty(run.size, np.int64)
     vin[order] = run
     vid[inner] = vin
     first = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
@@ -396,41 +396,37 @@ def _diagonally_apart(coords, owner, n: int, keys) -> np.ndarray:
     start = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
     at = np.zeros(n, np.int64)
     at[owner[start]] = np.arange(start.size)  # polygon -> its block of coordinates (pairs only name polygons with some)
-    if not np.isfinite(coords).all():
-        return apart  # NaN coordinates: make no claim, GEOS decides
-    tol = 16 * np.finfo(float).eps * max(float(coords.max()), -float(coords.min()), 1.0)
-    proj = np.column_stack([coords[:, 0] + coords[:, 1], coords[:, 0] - coords[:, 1]])
-    hi = np.maximum.reduceat(proj, start, axis=0)
-    lo = np.minimum.reduceat(proj, start, axis=0)
+    big = max(float(coords.max()), -float(coords.min()), 1.0)
+    if not np.isfinite(big):
+        return apart  # NaN or infinite coordinates: make no claim, GEOS decides
+    tol = 16 * np.finfo(float).eps * big
     ia, ib = at[a], at[b]
-    apart = ((hi[ia] < lo[ib] - tol) | (hi[ib] < lo[ia] - tol)).any(axis=1)
+    for proj in (coords[:, 0] + coords[:, 1], coords[:, 0] - coords[:, 1]):
+        hi = np.maximum.reduceat(proj, start)
+        lo = np.minimum.reduceat(proj, start)
+        apart |= (hi[ia] < lo[ib] - tol) | (hi[ib] < lo[ia] - tol)
     return apart
 
 
 def _vertex_runs(coords) -> tuple[np.ndarray, np.ndarray]:
     """Sort coordinate rows so that exactly equal points are adjacent.
 
-    Returns ``order`` (row numbers, rows with NaN left out: NaN equals nothing) and ``run``,
-    a non-decreasing integer per sorted row, equal exactly when x and y are equal
-    (-0.0 == 0.0). Rows are sorted on a 64-bit hash of both coordinates; if two different
-    points ever share a hash, the rows are sorted on the coordinates themselves.
+    Returns ``order`` (a permutation of the rows) and ``run``, a non-decreasing integer per
+    sorted row, equal exactly when x and y compare equal (so -0.0 == 0.0, and a NaN row
+    equals nothing). Rows are sorted on a 64-bit hash of both coordinates; if two
+    different points ever share a hash, the rows are sorted on the coordinates themselves.
     """
-    x = coords[:, 0] + 0.0  # -0.0 -> 0.0, so that bit patterns agree when values do
-    y = coords[:, 1] + 0.0
-    h = x.view(np.uint64) * _HASH_X ^ y.view(np.uint64) * _HASH_Y
+    c = np.ascontiguousarray(coords, dtype=float).view(np.complex128).ravel()
+    h = (c.real + 0.0).view(np.uint64) * _HASH_X ^ (c.imag + 0.0).view(np.uint64) * _HASH_Y  # + 0.0: -0.0 -> 0.0
     order = np.argsort(h)
-    hs = h[order]
-    xs, ys = x[order], y[order]
-    same_xy = (xs[1:] == xs[:-1]) & (ys[1:] == ys[:-1])
-    if ((hs[1:] == hs[:-1]) & ~same_xy).any():  # a hash collision: sort the coordinates themselves
-        order = np.lexsort((y, x))
-        xs, ys = x[order], y[order]
-        same_xy = (xs[1:] == xs[:-1]) & (ys[1:] == ys[:-1])
-    run = np.zeros(len(x), np.int64)
-    np.cumsum(~same_xy, out=run[1:])
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    if not ok.all():
-        order, run = order[ok], run[ok]
+    cs = c[order]
+    same = cs[1:] == cs[:-1]
+    if (h[order[1:]] == h[order[:-1]])[~same].any():  # a hash collision (or NaN): sort the coordinates themselves
+        order = np.lexsort((c.imag, c.real))
+        cs = c[order]
+        same = cs[1:] == cs[:-1]
+    run = np.zeros(c.size, np.int64)
+    np.cumsum(~same, out=run[1:])
     return order, run
 
 
@@ -494,7 +490,7 @@ def _segments(g, coords, owner, vid):
         coords_r, ring = shapely.get_coordinates(rings, return_index=True)
         owner = pidx[ridx][ring]
         o, run = _vertex_runs(coords_r)
-        vid = np.full(len(coords_r), -1, np.int64)
+        vid = np.empty(len(coords_r), np.int64)
         vid[o] = run
     v0, v1 = vid[:-1], vid[1:]
     ok = (ring[1:] == ring[:-1]) & (v0 != v1) & (v0 >= 0) & (v1 >= 0)
