@@ -212,3 +212,22 @@ def test_hotspots_kde_narrow_quartic_on_essex_echoes_binning(essex_ingest):
     w = WeightTable.builtin().weights_for(df)
     err, _ = _all_cells_error(df["x"].to_numpy(), df["y"].to_numpy(), w, lat, r.array[::-1], 300.0, "quartic")
     assert err <= TOL
+
+
+def test_check_error_prefilter_gives_the_plain_exact_sums():
+    # check_error hands kde_exact only the points that can reach the checked cells; its error must equal
+    # the one computed from the exact sum over ALL points at the same cells (SYNTHETIC clusters, some
+    # points deliberately outside the lattice).
+    from geo.kde import _check_cells, check_error
+
+    pts = _clusters(3, n=30_000, extent=8000.0)
+    lat = Lattice(100.0, 5, 5, 70, 70)  # covers 500..7500 m: the outer points lie off the lattice
+    for kernel, h in (("quartic", 300.0), ("gaussian", 150.0)):
+        vals = kde_lattice(pts[:, 0], pts[:, 1], None, lat, h, kernel, oversample=1, correct="mean")
+        chk = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5)
+        idx = _check_cells(vals, 60, np.random.default_rng(5))
+        gx, gy = lat.centres()
+        exact = kde_exact(pts[:, 0], pts[:, 1], None, gx[idx], gy[idx], h, kernel)
+        peak = max(vals.max(), exact.max())
+        assert chk["cells_checked"] == idx.size
+        assert chk["max_rel_error_of_peak"] == pytest.approx(np.abs(vals.ravel()[idx] - exact).max() / peak, rel=1e-9)
