@@ -322,3 +322,21 @@ def test_contiguity_on_a_tessellation_equals_libpysal():
             assert ((nb.matrix.toarray() > 0) != ref).sum() == 0, (rule, method)
     with pytest.raises(ValueError, match="contiguity method 'fuzzy'"):
         contiguity_neighbours(polys, "queen", method="fuzzy")
+
+
+def test_contiguity_many_polygons_at_one_point():
+    # Synthetic planted truth: 40 pie wedges around one centre (more than the 32 a run is paired position by
+    # position): queen = every pair (they all share the centre), rook = the 40 wedges next to each other.
+    import shapely
+
+    k = 40
+    ang = np.linspace(0, 2 * np.pi, k + 1)
+    wedges = [shapely.Polygon([(0, 0), (100 * np.cos(ang[i]), 100 * np.sin(ang[i])),
+                               (100 * np.cos(ang[i + 1]), 100 * np.sin(ang[i + 1]))]) for i in range(k)]
+    wedges[-1] = shapely.Polygon([(0, 0), wedges[-1].exterior.coords[1], wedges[0].exterior.coords[1]])  # close exactly
+    queen = contiguity_neighbours(wedges, "queen")
+    rook = contiguity_neighbours(wedges, "rook")
+    assert (queen.cardinality == k).all()
+    assert (rook.cardinality == 3).all()  # itself and the wedge either side
+    for rule, nb in (("queen", queen), ("rook", rook)):
+        assert _same_matrix(nb, contiguity_neighbours(wedges, rule, method="predicate")), rule
