@@ -218,16 +218,32 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
     # check_error hands kde_exact only the points that can reach the checked cells; its error must equal
     # the one computed from the exact sum over ALL points at the same cells (SYNTHETIC clusters, some
     # points deliberately outside the lattice).
-    from geo.kde import _check_cells, check_error
+    from geo.kde import _check_cells, check_error, check_size
 
     pts = _clusters(3, n=30_000, extent=8000.0)
     lat = Lattice(100.0, 5, 5, 70, 70)  # covers 500..7500 m: the outer points lie off the lattice
     for kernel, h in (("quartic", 300.0), ("gaussian", 150.0)):
         vals = kde_lattice(pts[:, 0], pts[:, 1], None, lat, h, kernel, oversample=1, correct="mean")
         chk = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5)
-        idx = _check_cells(vals, 60, np.random.default_rng(5))
+        idx = _check_cells(vals, check_size(len(pts), vals, h, kernel, lat.cell, 60), np.random.default_rng(5))
+        assert idx.size > 60  # small problem: the budget covers many more cells than the minimum
         gx, gy = lat.centres()
         exact = kde_exact(pts[:, 0], pts[:, 1], None, gx[idx], gy[idx], h, kernel)
         peak = max(vals.max(), exact.max())
         assert chk["cells_checked"] == idx.size
         assert chk["max_rel_error_of_peak"] == pytest.approx(np.abs(vals.ravel()[idx] - exact).max() / peak, rel=1e-9)
+
+
+def test_check_size_covers_every_cell_of_small_problems_and_caps_large_ones():
+    # Budget arithmetic (geo.kde.CHECK_PAIRS point-cell pairs): 1,000 points, quartic of 3 cells, 400
+    # non-zero cells -> about 71 pairs per cell -> every cell fits; 10M points on 360k cells with a
+    # 5 h Gaussian of 38 cells -> the budget allows fewer cells than the cap, but never below the minimum.
+    from geo.kde import CHECK_MAX_CELLS, check_size
+
+    vals = np.zeros((50, 50))
+    vals[:20, :20] = 1.0
+    assert check_size(1_000, vals, 300.0, "quartic", 100.0, 100) >= 400
+    big = np.ones((600, 600))
+    n = check_size(10_000_000, big, 763.4, "gaussian", 100.0, 100)
+    assert 100 <= n < CHECK_MAX_CELLS
+    assert check_size(10 ** 9, big, 763.4, "gaussian", 100.0, 100) == 100
