@@ -99,8 +99,11 @@ def bandwidth_rule(x, y) -> float:
 
 
 def kde_exact(x, y, w, qx, qy, bandwidth: float, kernel: str = "quartic", scale: str = "density",
-              chunk: int = 2_000_000) -> np.ndarray:
-    """The slow, obviously correct twin: the direct kernel sum at query points (KD-tree over points)."""
+              chunk: int = 2_000_000, tree=None) -> np.ndarray:
+    """The slow, obviously correct twin: the direct kernel sum at query points (KD-tree over points).
+
+    ``tree``: a ``scipy.spatial.cKDTree`` already built over exactly ``(x, y)``, to reuse.
+    """
     from scipy.spatial import cKDTree
 
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -108,7 +111,10 @@ def kde_exact(x, y, w, qx, qy, bandwidth: float, kernel: str = "quartic", scale:
     qx, qy = np.atleast_1d(np.asarray(qx, float)), np.atleast_1d(np.asarray(qy, float))
     import itertools
 
-    tree = cKDTree(np.column_stack([x, y]))
+    if tree is None:
+        tree = cKDTree(np.column_stack([x, y]))
+    elif tree.n != x.size:
+        raise HarmspotError(f"kde_exact: the tree holds {tree.n} points, not the {x.size} given")
     sup = kernel_support(bandwidth, kernel)
     out = np.zeros(qx.size)
     step = 256  # query points per batch: the (query, point) pairs of a batch are summed at once
@@ -317,7 +323,7 @@ def check_size(n_points: int, values, bandwidth: float, kernel: str, cell: float
 
 
 def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_sample: int = 40,
-                seed: int = 0) -> dict:
+                seed: int = 0, tree=None) -> dict:
     """Exact sum at the peak and sampled cells vs the binned surface: max |error| / peak.
 
     ``n_sample`` is a minimum: :func:`check_size` raises it while the exact sums stay cheap
@@ -325,7 +331,8 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     snapped points can sit in a handful of cells that a 100-cell sample misses.
     Only points that can reach a checked cell are handed to :func:`kde_exact` (those in
     cells within the kernel support plus one cell of a checked cell, and any outside the
-    lattice): the sums are the same, without a KD-tree over every point.
+    lattice): the sums are the same, without a KD-tree over every point. ``tree`` (a cKDTree
+    over all of ``(x, y)``, as :func:`kde_auto` builds once for several checks) skips that filter.
     """
     from scipy import ndimage
 
@@ -333,17 +340,20 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     idx = _check_cells(values, check_size(len(x), values, bandwidth, kernel, lattice.cell, n_sample), rng)
     gx, gy = lattice.centres()
     x, y = np.asarray(x, float), np.asarray(y, float)
-    reach = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
-    near = np.zeros(lattice.ny * lattice.nx, bool)
-    near[idx] = True
-    near = ndimage.maximum_filter(near.reshape(lattice.ny, lattice.nx), size=2 * reach + 1, mode="constant")
-    ix = np.floor(x / lattice.cell).astype(np.int64) - lattice.ix0
-    iy = np.floor(y / lattice.cell).astype(np.int64) - lattice.iy0
-    inside = (ix >= 0) & (ix < lattice.nx) & (iy >= 0) & (iy < lattice.ny)
-    keep = ~inside
-    keep[inside] = near[iy[inside], ix[inside]]
-    ws = None if w is None else np.asarray(w, float)[keep]
-    exact = kde_exact(x[keep], y[keep], ws, gx[idx], gy[idx], bandwidth, kernel, scale)
+    if tree is not None:
+        exact = kde_exact(x, y, w, gx[idx], gy[idx], bandwidth, kernel, scale, tree=tree)
+    else:
+        reach = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
+        near = np.zeros(lattice.ny * lattice.nx, bool)
+        near[idx] = True
+        near = ndimage.maximum_filter(near.reshape(lattice.ny, lattice.nx), size=2 * reach + 1, mode="constant")
+        ix = np.floor(x / lattice.cell).astype(np.int64) - lattice.ix0
+        iy = np.floor(y / lattice.cell).astype(np.int64) - lattice.iy0
+        inside = (ix >= 0) & (ix < lattice.nx) & (iy >= 0) & (iy < lattice.ny)
+        keep = ~inside
+        keep[inside] = near[iy[inside], ix[inside]]
+        ws = None if w is None else np.asarray(w, float)[keep]
+        exact = kde_exact(x[keep], y[keep], ws, gx[idx], gy[idx], bandwidth, kernel, scale)
     peak = float(max(values.max(initial=0), exact.max(initial=0)))
     err = float(np.abs(values.ravel()[idx] - exact).max(initial=0) / peak) if peak > 0 else 0.0
     return {"cells_checked": int(idx.size), "max_rel_error_of_peak": err, "peak": peak}
@@ -382,12 +392,16 @@ def kde_auto(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quartic
         sequence = list(AUTO_SEQUENCE)
     else:
         sequence = [(safe_oversample(lattice.cell, bandwidth, kernel), "points")]
-    chk = None
-    for f, corr in sequence:
+    chk = tree = None
+    for i, (f, corr) in enumerate(sequence):
         vals = kde_lattice(x, y, w, lattice, bandwidth, kernel, scale, oversample=f, correct=corr)
         if not check:
             break
-        chk = check_error(x, y, w, lattice, vals, bandwidth, kernel, scale, n_sample=100)
+        if i == 1:  # a second check is needed: one KD-tree over all points serves this and the rest
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(np.column_stack([np.asarray(x, float), np.asarray(y, float)]))
+        chk = check_error(x, y, w, lattice, vals, bandwidth, kernel, scale, n_sample=100, tree=tree)
         if chk["max_rel_error_of_peak"] <= tol / 2:  # margin: the check samples cells, it does not see them all
             break
     return vals, f, corr, chk

@@ -232,6 +232,12 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
         peak = max(vals.max(), exact.max())
         assert chk["cells_checked"] == idx.size
         assert chk["max_rel_error_of_peak"] == pytest.approx(np.abs(vals.ravel()[idx] - exact).max() / peak, rel=1e-9)
+        # and with a KD-tree over all points handed in (as kde_auto does for its later checks)
+        from scipy.spatial import cKDTree
+
+        chk_t = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5,
+                            tree=cKDTree(pts))
+        assert chk_t["max_rel_error_of_peak"] == pytest.approx(chk["max_rel_error_of_peak"], rel=1e-9)
 
 
 def test_check_size_covers_every_cell_of_small_problems_and_caps_large_ones():
