@@ -301,9 +301,10 @@ def kde_lattice(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quar
     return np.where(np.abs(out) < 1e-12 * max(1.0, float(np.abs(out).max(initial=0))), 0.0, out)
 
 
-def _check_cells(values: np.ndarray, n_sample: int, rng) -> np.ndarray:
+def _check_cells(values: np.ndarray, n_sample: int, rng, n_top: int | None = None) -> np.ndarray:
+    """The ``n_top`` (default ``n_sample // 2``) highest cells and ``n_sample`` random non-zero ones."""
     flat = values.ravel()
-    top = np.argsort(flat)[::-1][:max(1, n_sample // 2)]
+    top = np.argsort(flat)[::-1][:max(1, n_sample // 2 if n_top is None else n_top)]
     nz = np.flatnonzero(flat > 0)
     pick = rng.choice(nz, size=min(n_sample, nz.size), replace=False) if nz.size else np.array([], int)
     return np.unique(np.concatenate([top, pick]))
@@ -337,7 +338,9 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
-    idx = _check_cells(values, check_size(len(x), values, bandwidth, kernel, lattice.cell, n_sample), rng)
+    # the top cells hold the most points (the costliest exact sums): the budget widens the random sample only
+    idx = _check_cells(values, check_size(len(x), values, bandwidth, kernel, lattice.cell, n_sample), rng,
+                       n_top=max(1, n_sample // 2))
     gx, gy = lattice.centres()
     x, y = np.asarray(x, float), np.asarray(y, float)
     if tree is not None:
