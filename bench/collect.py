@@ -62,6 +62,9 @@ def assemble(results_dir: Path = RESULTS) -> str:
         + (f". Not yet measured: {', '.join(missing)}." if missing else "."),
         "",
     ]
+    targets = HERE / "targets.md"
+    if targets.exists():
+        lines += [targets.read_text().strip(), "", "---", ""]
     for p in parts:
         text = p.read_text().strip()
         lines += [f'<a id="{p.stem}"></a>', "", text, "", "---", ""]
