@@ -187,16 +187,10 @@ def compare_risk_models(incidents, factors, area, *, train_period, test_period, 
         (overall), ``winner_by_area``, ``comparison`` records, ``partial_dependence``,
         ``train_incidents``, ``test_incidents``, ``learned_iterations``.
     """
-    from .rtm import (DEFAULT_BLOCK_M, DEFAULT_CELL_M, RTMError, RTMGrid, build_candidates, feature_density, fit_rtm,
+    from .rtm import (RTMError, RTMGrid, build_candidates, feature_density, fit_rtm, resolve_cell_block,
                       spatial_influences)
 
-    choices = []
-    if cell is None:
-        cell = DEFAULT_CELL_M
-        choices.append(Choice("cell size", f"{cell:g} m", "default for UK towns: half a 100 m block, as RTMDx"))
-    if block is None:
-        block = DEFAULT_BLOCK_M
-        choices.append(Choice("block length", f"{block:g} m", "default for UK towns"))
+    cell, block, choices = resolve_cell_block(cell, block)
     if kde_bandwidth is None:
         kde_bandwidth = 2 * block
         choices.append(Choice("KDE bandwidth", f"{kde_bandwidth:g} m", "two blocks, fixed before seeing the held-out "

@@ -479,6 +479,18 @@ def relative_risk_scores(X, coefs) -> np.ndarray:
     return np.exp(lin - lin.min())
 
 
+def resolve_cell_block(cell: float | None, block: float | None) -> tuple[float, float, list[Choice]]:
+    """``(cell, block, choices)``: the UK-town defaults where not given, each announced as a Choice."""
+    choices: list[Choice] = []
+    if cell is None:
+        cell = DEFAULT_CELL_M
+        choices.append(Choice("cell size", f"{cell:g} m", "default for UK towns: half a 100 m block, as RTMDx"))
+    if block is None:
+        block = DEFAULT_BLOCK_M
+        choices.append(Choice("block length", f"{block:g} m", "default for UK towns (typical street segment)"))
+    return cell, block, choices
+
+
 def fit_rtm(cands: CandidateSet, y: np.ndarray, *, cv: int = 5, seed: int = 0,
             families=("poisson", "negative binomial"), progress=None) -> RTMFit:
     """Select and fit the RTM on counts ``y`` (one per in-area cell); see module docstring."""
@@ -639,13 +651,7 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         dicts), ``distribution``, ``bic``, ``cells``, ``incidents``,
         ``priority_places``, ``priority_threshold_rrs``, ``max_rrs``.
     """
-    choices: list[Choice] = []
-    if cell is None:
-        cell = DEFAULT_CELL_M
-        choices.append(Choice("cell size", f"{cell:g} m", "default for UK towns: half a 100 m block, as RTMDx"))
-    if block is None:
-        block = DEFAULT_BLOCK_M
-        choices.append(Choice("block length", f"{block:g} m", "default for UK towns (typical street segment)"))
+    cell, block, choices = resolve_cell_block(cell, block)
     if distances is None:
         distances = spatial_influences(block)
         choices.append(Choice("spatial influences", ", ".join(f"{d:g}" for d in distances) + " m",
