@@ -72,9 +72,7 @@ def count_units(
         inside = shapely.contains_xy(geom, df["x"].to_numpy(float), df["y"].to_numpy(float))
         outside = int((~inside).sum())
         df = df.loc[inside]
-    pts = df[["x", "y"]].to_numpy(float) if units.kind != "h3" else df[["lon", "lat"]].to_numpy(float)
-    frame = units.frame(area, pts) if area is not None else units.frame(None, pts)
-    code = units.assign(df, frame)
+    frame, code = units.locate(df, area)
     not_in_unit = int((code < 0).sum())
     w = weights.weights_for(df)
     n = len(frame)

@@ -110,7 +110,17 @@ class Lattice:
         return gx.ravel(), gy.ravel()
 
 
-class SquareGrid:
+class _Locate:
+    """``locate``: the units covering an area and each incident's unit, in one call."""
+
+    def locate(self, frame: pd.DataFrame, area=None):
+        """``(units, positions)``: units that cover ``area`` (and every incident), and the unit position
+        of each incident (-1 in none). H3 overrides it to index each point once."""
+        units = self.frame(area, frame[["x", "y"]].to_numpy(float))
+        return units, self.assign(frame, units)
+
+
+class SquareGrid(_Locate):
     """BNG-aligned square cells of ``cell`` metres."""
 
     kind = "square"
@@ -243,6 +253,12 @@ class H3Units:
 
     def frame(self, area=None, points_lonlat: np.ndarray | None = None):
         """Cells covering ``area`` (centroid in area, as h3 polyfill) plus any cell holding a point."""
+        pts = None
+        if points_lonlat is not None and len(points_lonlat):
+            pts = self.index(points_lonlat[:, 0], points_lonlat[:, 1])
+        return self._frame_of(area, pts)
+
+    def _frame_of(self, area, point_cells: np.ndarray | None):
         import geopandas as gpd
         import h3
         from h3ronpy.vector import cells_to_wkb_polygons
@@ -253,9 +269,8 @@ class H3Units:
             g84 = gpd.GeoSeries([geom], crs=BNG).to_crs(WGS84).iloc[0]
             shape = h3.geo_to_h3shape(g84.__geo_interface__)
             cells = np.array([h3.str_to_int(c) for c in h3.h3shape_to_cells(shape, self.res)], dtype=np.uint64)
-        if points_lonlat is not None and len(points_lonlat):
-            pts = self.index(points_lonlat[:, 0], points_lonlat[:, 1])
-            cells = np.union1d(cells, pts)
+        if point_cells is not None and len(point_cells):
+            cells = np.union1d(cells, point_cells)
         cells = np.unique(cells)
         if cells.size == 0:
             raise HarmspotError("no H3 cells cover the study area at this resolution; use a finer --res")
@@ -264,7 +279,16 @@ class H3Units:
         return gdf
 
     def assign(self, frame: pd.DataFrame, units) -> np.ndarray:
+        return self._lookup(self.index(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)), units)
+
+    def locate(self, frame: pd.DataFrame, area=None):
+        """As :meth:`_Locate.locate`, indexing each incident once."""
         cells = self.index(frame["lon"].to_numpy(float), frame["lat"].to_numpy(float))
+        units = self._frame_of(area, cells)
+        return units, self._lookup(cells, units)
+
+    @staticmethod
+    def _lookup(cells: np.ndarray, units) -> np.ndarray:
         ucells = units["h3"].to_numpy(np.uint64)
         try:
             # hash lookup of each point's cell among the unit cells: ~6x faster than searchsorted
@@ -278,7 +302,7 @@ class H3Units:
         return np.where(hit, order[pos], -1).astype(np.int64)
 
 
-class PolygonUnits:
+class PolygonUnits(_Locate):
     """User polygons (LSOAs, beats...) identified by ``id_col``."""
 
     kind = "polygons"
