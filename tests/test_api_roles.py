@@ -65,6 +65,11 @@ def test_map_is_served_or_clearly_not_available(api):
 
 
 def test_catalogue_per_role(api):
+    # the role matrix queued runs that add layers when they finish: let them finish first, so the
+    # catalogues compared below are read from the same state (otherwise a run landing between two reads races)
+    for run in api.get("/runs", "admin", params={"limit": 1000}).json()["runs"]:
+        if run["status"] not in ("done", "failed"):
+            api.wait_run(run["run_id"], role="admin")
     seen = {role: {x["id"] for x in api.get("/layers", role).json()["layers"]} for role in api.keys}
     ids = api.ids
     assert ids["points"] not in seen["viewer"] and ids["points"] not in seen["partner"]
