@@ -272,7 +272,27 @@ def h3_ring_neighbours(cells, k: int = 1) -> SparseNeighbours:
         lists = [h3i.grid_disk(int(c), int(k)) for c in cells]
         origin = np.repeat(np.arange(n), [len(v) for v in lists])
         vals = np.array([d for v in lists for d in v], dtype=np.uint64)
-    order = np.argsort(cells)
+    # position of every disk member among the units (-1: not a unit). Usual case (unique ids): pandas'
+    # hash index (~2x faster than a binary search here), and since the disks come grouped by origin and
+    # include the origin, the binary CSR matrix (self included) is written directly.
+    import pandas as pd
+
+    index = pd.Index(cells)
+    if index.is_unique:
+        col = index.get_indexer(vals)
+        hit = col >= 0
+        rows = origin[hit]
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        m = sparse.csr_matrix((np.ones(rows.size), col[hit], indptr), shape=(n, n))
+        m.sort_indices()
+        if n and m.diagonal().all():
+            self = SparseNeighbours.__new__(SparseNeighbours)
+            self.matrix, self.n, self.rule = m, n, {"neighbours": "h3 grid ring", "ring_k": int(k)}
+            self.cardinality = np.diff(indptr).astype(float)
+            return self
+        return SparseNeighbours(m, {"neighbours": "h3 grid ring", "ring_k": int(k)})
+    order = np.argsort(cells)  # duplicated ids: every disk member maps to one of its copies
     pos = np.clip(np.searchsorted(cells[order], vals), 0, max(n - 1, 0))
     hit = cells[order][pos] == vals
     rows, cols = origin[hit], order[pos[hit]]
