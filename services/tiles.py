@@ -161,6 +161,16 @@ def _varint(n: int, out: bytearray) -> None:
             return
 
 
+def _packed_varints(values) -> bytes:
+    """A packed repeated uint32 field's payload (one byte each while every value is < 128)."""
+    if max(values) < 128:
+        return bytes(values)
+    out = bytearray()
+    for v in values:
+        _varint(v, out)
+    return bytes(out)
+
+
 def _field(num: int, wire: int, out: bytearray) -> None:
     _varint((num << 3) | wire, out)
 
@@ -279,22 +289,10 @@ def encode_mvt(layer_name: str, features, extent: int = EXTENT) -> bytes:
         _field(1, 0, feat)
         _varint(fid, feat)
         if tags:
-            if max(tags) < 128:
-                packed = bytes(tags)
-            else:
-                packed = bytearray()
-                for t in tags:
-                    _varint(t, packed)
-            _bytes_field(2, bytes(packed), feat)
+            _bytes_field(2, _packed_varints(tags), feat)
         _field(3, 0, feat)
         _varint(gtype, feat)
-        if max(cmds) < 128:
-            packed = bytes(cmds)
-        else:
-            packed = bytearray()
-            for c in cmds:
-                _varint(c, packed)
-        _bytes_field(4, bytes(packed), feat)
+        _bytes_field(4, _packed_varints(cmds), feat)
         _bytes_field(2, bytes(feat), layer)
     for k in keys:
         _bytes_field(3, str(k).encode(), layer)
