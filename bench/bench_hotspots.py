@@ -61,14 +61,9 @@ def synthetic_points(n, rng, extent=60_000.0):
 
 
 def machine():
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _common import _cpu_model
+
+    cpu = _cpu_model()
     import esda
     import KDEpy
     import libpysal

@@ -185,14 +185,9 @@ def run_scenario(name: str, naive_sample: int) -> dict:
 
 
 def _machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _common import _cpu_model
+
+    cpu = _cpu_model()
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
