@@ -348,12 +348,7 @@ def read_upload(slot: str, filename: str, data: bytes, max_rows: int):
         raise HarmspotError(f"upload {slot!r} ({filename!r}): use one of {', '.join(UPLOAD_EXTS)}")
     label = f"upload {slot!r} ({filename})"
     if ext == ".csv":
-        try:
-            df = pd.read_csv(io.BytesIO(data))
-        except Exception as exc:  # pandas raises several parser errors
-            raise HarmspotError(f"{label}: not a readable CSV ({exc})") from None
-        if len(df) > max_rows:
-            raise HarmspotError(f"{label}: {len(df):,} rows; the limit is {max_rows:,} (HARMSPOT_MAX_UPLOAD_ROWS)")
+        df = read_table_upload(slot, filename, data, max_rows)
         cols = {c.lower(): c for c in df.columns}
         if "wkt" in cols:
             geom = gpd.GeoSeries.from_wkt(df[cols["wkt"]].astype(str), on_invalid="ignore")
