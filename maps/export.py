@@ -126,13 +126,18 @@ def write_raster(r: Raster, path, tags: dict | None = None, *, cog: bool = False
         profile.pop("blockxsize"), profile.pop("blockysize")
         profile["tiled"] = False
     with rasterio.open(p, "w", **profile) as dst:
-        dst.write(arr, 1)
-        dst.set_band_description(1, r.name)
-        if tags:
-            dst.update_tags(**tags)
-        if r.units:
-            dst.update_tags(1, units=r.units)
+        _write_band(dst, arr, r, tags)
     return p
+
+
+def _write_band(dst, arr, r: Raster, tags: dict | None) -> None:
+    """The single band with its name, units and the result's tags."""
+    dst.write(arr, 1)
+    dst.set_band_description(1, r.name)
+    if tags:
+        dst.update_tags(**tags)
+    if r.units:
+        dst.update_tags(1, units=r.units)
 
 
 # ================================================================================== COG
@@ -155,12 +160,7 @@ def write_cog(r: Raster, path, tags: dict | None = None) -> Path:
                 crs=r.crs, transform=r.transform, nodata=r.nodata)
     with MemoryFile() as mem:
         with mem.open(**prof) as dst:
-            dst.write(arr, 1)
-            dst.set_band_description(1, r.name)
-            if tags:
-                dst.update_tags(**tags)
-            if r.units:
-                dst.update_tags(1, units=r.units)
+            _write_band(dst, arr, r, tags)
         with mem.open() as src:
             if p.exists():
                 p.unlink()
