@@ -94,6 +94,7 @@ def predictive_accuracy(
     bandwidth: float | None = None,
     band: float | None = None,
     inputs: dict | None = None,
+    neighbour_cache=None,
 ) -> AnalysisResult:
     """How well do hot spots from ``train`` predict ``test``? Compares methods on the same units.
 
@@ -108,6 +109,7 @@ def predictive_accuracy(
     shares : area shares for the summary table (default 1% and 5%).
     bandwidth : KDE bandwidth (default ArcGIS rule on the training incidents, echoed).
     band : Gi* distance band (default cell * sqrt(2) for squares).
+    neighbour_cache : :class:`geo.gistar.NeighbourCache`, optional - H3/polygon matrices built once and reused.
 
     Returns
     -------
@@ -160,7 +162,7 @@ def predictive_accuracy(
                 scores[m] = kde_exact(tr["x"].to_numpy(), tr["y"].to_numpy(), w, cen.x.to_numpy(), cen.y.to_numpy(),
                                       bandwidth, "quartic")
     if any(m.startswith("gistar") for m in methods):
-        nb, nch = neighbours_for(units, _with_index(units, frame), band=band)
+        nb, nch = neighbours_for(units, _with_index(units, frame), band=band, cache=neighbour_cache)
         choices += nch
         if "gistar" in methods:
             scores["gistar"] = np.nan_to_num(gistar_z(c_tr, nb), nan=-np.inf)

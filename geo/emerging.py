@@ -165,6 +165,7 @@ def emerging_hotspots(
     alpha: float = 0.10,
     trend_alpha: float = 0.05,
     inputs: dict | None = None,
+    neighbour_cache=None,
 ) -> AnalysisResult:
     """Which hot spots are new, persistent, intensifying, diminishing...? (ArcGIS EHSA classes).
 
@@ -178,6 +179,7 @@ def emerging_hotspots(
     adjust : multiple-testing control per time step (default BH FDR).
     alpha : level of a hot/cold step (default 0.10 = ArcGIS's 90% confidence).
     trend_alpha : level of the Mann–Kendall trend (default 0.05).
+    neighbour_cache : :class:`geo.gistar.NeighbourCache`, optional - H3/polygon matrices built once and reused.
 
     Returns
     -------
@@ -244,7 +246,7 @@ def emerging_hotspots(
                               "(ArcGIS advises 10): widen the period or use a shorter --freq")
     if t < 10:
         choices.append(Choice("warning", f"{t} time steps", "ArcGIS advises at least 10 for the trend test"))
-    nb, nch = neighbours_for(units, frame, band=band, ring=ring, contiguity=contiguity)
+    nb, nch = neighbours_for(units, frame, band=band, ring=ring, contiguity=contiguity, cache=neighbour_cache)
     choices += nch
     z = gistar_z(y, nb)
     p = 2 * stats.norm.sf(np.abs(z))

@@ -231,6 +231,35 @@ class SparseNeighbours:
         return {**self.rule, "self_included": True, "weights": "binary",
                 "neighbours_mean": round(float(self.cardinality.mean()), 2), "method": "sparse matrix"}
 
+    def to_bytes(self) -> bytes:
+        """The matrix as bytes (``.npz``: CSR pattern and rule) for a :class:`NeighbourCache` store."""
+        import io
+        import json
+
+        m = self.matrix
+        idx = np.int32 if self.n < 2**31 - 1 else np.int64
+        buf = io.BytesIO()
+        np.savez(buf, n=np.int64(self.n), indptr=m.indptr.astype(np.int64), indices=m.indices.astype(idx),
+                 rule=np.frombuffer(json.dumps(self.rule, sort_keys=True).encode(), np.uint8))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SparseNeighbours":
+        """Inverse of :meth:`to_bytes` (binary, self included, as saved)."""
+        import io
+        import json
+
+        with np.load(io.BytesIO(bytes(data))) as z:
+            n, indptr, indices = int(z["n"]), z["indptr"], z["indices"].astype(np.int64)
+            rule = json.loads(z["rule"].tobytes().decode())
+        if indptr.size != n + 1 or indptr[-1] != indices.size:
+            raise HarmspotError("stored neighbour matrix is damaged (CSR sizes disagree)")
+        self = cls.__new__(cls)
+        self.matrix = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
+        self.n, self.rule = n, rule
+        self.cardinality = np.diff(indptr).astype(float)
+        return self
+
     def lag(self, y) -> np.ndarray:
         return self.matrix @ np.asarray(y, float)
 
@@ -645,14 +674,93 @@ def gistar(y, neighbours, *, adjust: str = "fdr", permutations: int = 0, seed: i
     return GiStar(z, p, p_adj, classify(z, p_adj), adjust, int(permutations or 0))
 
 
+# ------------------------------------------------------------------------------------------ cache
+class NeighbourCache:
+    """Neighbour matrices built once and reused.
+
+    A matrix is keyed by its rule and the exact units it was built on (see
+    :func:`neighbours_key`): H3 cell ids, or the polygons' WKB (every coordinate and
+    part), or their centroids for a distance band. Matrices are kept in memory while
+    this object lives (least recently used dropped beyond ``size``) and, when the
+    caller gives them, in storage through ``load(key) -> bytes | None`` and
+    ``save(key, bytes)`` (``services`` passes its store's, so next week's run on the
+    same area reuses the matrix built this week). Squares are never cached: their
+    lattice convolution has nothing to build. geo keeps no global state; the cache
+    lives as long as its owner.
+
+    ``last``: where the most recent :meth:`get` found its matrix (``"memory"``,
+    ``"stored"`` or ``"built"``).
+    """
+
+    def __init__(self, size: int = 8, load=None, save=None):
+        from collections import OrderedDict
+
+        self.size = int(size)
+        self._load, self._save = load, save
+        self._mem: "OrderedDict[str, SparseNeighbours]" = OrderedDict()
+        self.last: str | None = None
+
+    def get(self, key: str, build) -> "SparseNeighbours":
+        """The matrix for ``key``: from memory, else storage, else ``build()`` (then kept and saved)."""
+        nb = self._mem.get(key)
+        if nb is not None:
+            self._mem.move_to_end(key)
+            self.last = "memory"
+            return nb
+        data = self._load(key) if self._load is not None else None
+        if data is not None:
+            nb = SparseNeighbours.from_bytes(data)
+            self.last = "stored"
+        else:
+            nb = build()
+            self.last = "built"
+            if self._save is not None:
+                self._save(key, nb.to_bytes())
+        self._mem[key] = nb
+        while len(self._mem) > self.size:
+            self._mem.popitem(last=False)
+        return nb
+
+
+def neighbours_key(kind: str, frame, rule: dict) -> str:
+    """Cache key of a neighbour matrix: the rule plus a digest of the exact units.
+
+    H3: the cell ids in unit order; polygons (contiguity): their WKB in unit order (every
+    coordinate, ring and part, so an edited boundary gets a new key); distance band: the
+    unit centroids. Any change of units, order or rule changes the key."""
+    import hashlib
+    import json
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps({"kind": kind, **rule}, sort_keys=True, default=str).encode())
+    if kind == "h3" and "band_m" not in rule:
+        h.update(_h3_cells(frame).tobytes())
+    elif "band_m" in rule:
+        c = frame.geometry.centroid
+        h.update(np.ascontiguousarray(np.column_stack([c.x.to_numpy(float), c.y.to_numpy(float)])).tobytes())
+    else:
+        import shapely
+
+        wkb = shapely.to_wkb(np.asarray(frame.geometry.values, dtype=object))
+        h.update(np.fromiter((len(b) for b in wkb), np.int64, len(wkb)).tobytes())
+        h.update(b"".join(wkb))
+    return f"{kind}-{h.hexdigest()}"
+
+
+def _h3_cells(frame) -> np.ndarray:
+    return frame["h3"].to_numpy(np.uint64) if "h3" in frame else \
+        np.array([int(c, 16) for c in frame["cell_id"]], dtype=np.uint64)
+
+
 # ------------------------------------------------------------------------------------------ analysis
 def neighbours_for(units, frame, *, band: float | None = None, ring: int | None = None,
-                   contiguity: str = "queen") -> tuple[object, list[Choice]]:
+                   contiguity: str = "queen", cache: NeighbourCache | None = None) -> tuple[object, list[Choice]]:
     """Neighbours for a unit frame from ``count_units`` and the choices made.
 
     Squares: distance band (default ``cell * sqrt(2)``: the 8 queen neighbours, as
     sfhotspot). H3: grid ring ``k`` (default 1) unless a band is given. Polygons:
-    queen contiguity unless a band is given.
+    queen contiguity unless a band is given. With a :class:`NeighbourCache`, H3 and
+    polygon matrices are built once and reused (echoed as a choice).
     """
     choices: list[Choice] = []
     kind = getattr(units, "kind", "square")
@@ -666,14 +774,26 @@ def neighbours_for(units, frame, *, band: float | None = None, ring: int | None 
         if ring is None:
             ring = 1
             choices.append(Choice("H3 neighbours", "ring 1", "the 6 touching cells"))
-        cells = frame["h3"].to_numpy(np.uint64) if "h3" in frame else \
-            np.array([int(c, 16) for c in frame["cell_id"]], dtype=np.uint64)
-        return h3_ring_neighbours(cells, ring), choices
-    if band is not None:
-        c = frame.geometry.centroid
-        return distance_band_neighbours(np.column_stack([c.x, c.y]), band), choices
-    choices.append(Choice("neighbours", f"{contiguity} contiguity", "polygons sharing a boundary"))
-    return contiguity_neighbours(frame.geometry.values, contiguity), choices
+        rule = {"neighbours": "h3 grid ring", "ring_k": int(ring)}
+        build = lambda: h3_ring_neighbours(_h3_cells(frame), ring)  # noqa: E731
+    elif band is not None:
+        rule = {"neighbours": "distance band", "band_m": float(band)}
+
+        def build():
+            c = frame.geometry.centroid
+            return distance_band_neighbours(np.column_stack([c.x, c.y]), band)
+    else:
+        choices.append(Choice("neighbours", f"{contiguity} contiguity", "polygons sharing a boundary"))
+        rule = {"neighbours": f"{contiguity} contiguity"}
+        build = lambda: contiguity_neighbours(frame.geometry.values, contiguity)  # noqa: E731
+    if cache is None:
+        return build(), choices
+    key = neighbours_key(kind, frame, rule)
+    nb = cache.get(key, build)
+    said = {"memory": "reused (built earlier in this session)", "stored": "reused from the store",
+            "built": "built now and cached"}[cache.last]
+    choices.append(Choice("neighbour matrix", said, f"{len(frame):,} units, key {key[:16]}"))
+    return nb, choices
 
 
 def square_index(frame, cell: float) -> tuple[np.ndarray, np.ndarray]:
@@ -701,6 +821,7 @@ def hotspots_gistar(
     permutations: int = 0,
     seed: int | None = None,
     inputs: dict | None = None,
+    neighbour_cache: NeighbourCache | None = None,
 ) -> AnalysisResult:
     """Which units are statistically hot (or cold) for counts or harm? Getis-Ord Gi*.
 
@@ -724,6 +845,8 @@ def hotspots_gistar(
         Multiple-testing control of the p-values behind the classes (default BH FDR).
     permutations : int
         0 = analytic normal p-values; > 0 = conditional permutation with ``seed``.
+    neighbour_cache : NeighbourCache, optional
+        H3 and polygon neighbour matrices are taken from it, or built once and kept in it.
 
     Returns
     -------
@@ -747,7 +870,8 @@ def hotspots_gistar(
     frame = base.layer
     if base.summary["incidents"] == 0:
         raise EmptyInputError("no incidents fall in the study area for this period and these categories")
-    nb, nchoices = neighbours_for(units, frame, band=band, ring=ring, contiguity=contiguity)
+    nb, nchoices = neighbours_for(units, frame, band=band, ring=ring, contiguity=contiguity,
+                                  cache=neighbour_cache)
     y = base.layer[weight].to_numpy(float)
     g = gistar(y, nb, adjust=adjust, permutations=permutations, seed=seed)
     layer = base.layer[["cell_id", "count", "harm"]].copy()

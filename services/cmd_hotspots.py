@@ -94,6 +94,26 @@ def _load(store, date_from, date_to, category, weights, proactive, boundary, *, 
     return inc, area, period, pchoices, cats, wt, inputs
 
 
+def _neighbour_cache(store):
+    """A NeighbourCache backed by the store (H3/polygon neighbour matrices built once, reused by later runs).
+
+    The store is opened only when a matrix is looked up or saved (squares never need one)."""
+    from geo.gistar import NeighbourCache
+    from services.store import open_store, resolve_store_path
+
+    path, _ = resolve_store_path(store)
+
+    def load(key):
+        with open_store(path) as st:
+            return st.get_neighbours(key)
+
+    def save(key, data):
+        with open_store(path) as st:
+            st.put_neighbours(key, data)
+
+    return NeighbourCache(load=load, save=save)
+
+
 def _echo(result):
     """Echo every automatic choice and the parameters used."""
     from services.ui import echo_choices, echo_params
@@ -211,7 +231,7 @@ def gistar(
                                                           extend=lambda p: p.previous())
     result = hotspots_gistar(inc, units, wt, area=area, period=period, categories=cats, band=band, ring=ring,
                              contiguity=contiguity, weight=weight, adjust=adjust, permutations=permutations,
-                             seed=seed, inputs=inputs)
+                             seed=seed, inputs=inputs, neighbour_cache=_neighbour_cache(store))
     result.choices = pchoices + uchoices + wchoices + result.choices
     prev = period.previous()
     frame = units_frame_like(units, result.layer)
@@ -303,7 +323,8 @@ def emerging(
     inc, area, period, pchoices, cats, wt, inputs = _load(store, date_from, date_to, category, weights, proactive,
                                                           boundary)
     result = emerging_hotspots(inc, units, wt, area=area, period=period, categories=cats, freq=freq, band=band,
-                               weight=weight, adjust=adjust, alpha=alpha, inputs=inputs)
+                               weight=weight, adjust=adjust, alpha=alpha, inputs=inputs,
+                               neighbour_cache=_neighbour_cache(store))
     result.choices = pchoices + uchoices + wchoices + result.choices
     pt = result.tables["patterns"]
     _print_table(pt[pt["units"] > 0], f"Emerging hot spot patterns ({result.params['steps']} steps of "
@@ -411,7 +432,8 @@ def accuracy(
                                               proactive, boundary)
     result = predictive_accuracy(inc, units, wt, train=tr, test=te, area=area, categories=cats,
                                  methods=tuple(m.strip() for m in methods.split(",") if m.strip()), measure=measure,
-                                 shares=share_list, bandwidth=bandwidth, band=band, inputs=inputs)
+                                 shares=share_list, bandwidth=bandwidth, band=band, inputs=inputs,
+                                 neighbour_cache=_neighbour_cache(store))
     result.choices = uchoices + extra + result.choices
     _echo(result)
     _print_table(result.tables["summary"], f"Hot spots from {tr.label()} scored on {te.label()} ({measure})")

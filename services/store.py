@@ -195,6 +195,22 @@ class ServiceTablesMixin:
         self._write([(self._sql(f"DELETE FROM {t} WHERE layer_id = ?"), [layer_id])
                      for t in ("layer_features", "layer_rasters", "layers")])
 
+    # neighbour matrices (geo.gistar.NeighbourCache storage: built once, reused by later runs)
+    def get_neighbours(self, key: str) -> bytes | None:
+        rows = self._rows(self._sql("SELECT matrix FROM neighbour_matrices WHERE matrix_key = ?"), [key])
+        return bytes(rows[0]["matrix"]) if rows else None
+
+    def put_neighbours(self, key: str, data: bytes) -> None:
+        self._write([(self._sql("DELETE FROM neighbour_matrices WHERE matrix_key = ?"), [key]),
+                     (self._sql("INSERT INTO neighbour_matrices (matrix_key, created, nbytes, matrix) VALUES (?,?,?,?)"),
+                      [key, _now(), len(data), data])])
+
+    def neighbour_cache(self, size: int = 8):
+        """A :class:`geo.gistar.NeighbourCache` kept in memory and in this store."""
+        from geo.gistar import NeighbourCache
+
+        return NeighbourCache(size, load=self.get_neighbours, save=self.put_neighbours)
+
     # runs
     def add_run(self, run: dict) -> None:
         r = _run_row(run)
@@ -469,6 +485,8 @@ SERVICE_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS api_keys (
         key_id VARCHAR PRIMARY KEY, key_hash VARCHAR, role VARCHAR, label VARCHAR, created VARCHAR,
         revoked VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS neighbour_matrices (
+        matrix_key VARCHAR PRIMARY KEY, created VARCHAR, nbytes BIGINT, matrix BLOB)""",
     """CREATE TABLE IF NOT EXISTS audit (
         ts VARCHAR, key_id VARCHAR, role VARCHAR, method VARCHAR, path VARCHAR, query VARCHAR,
         status INTEGER, ms DOUBLE, client VARCHAR)""",
