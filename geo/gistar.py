@@ -723,16 +723,16 @@ class NeighbourCache:
 
 
 def neighbours_key(kind: str, frame, rule: dict) -> str:
-    """Cache key of a neighbour matrix: the rule plus a digest of the exact units.
+    """Cache key of a neighbour matrix: the rule plus a SHA-256 digest of the exact units.
 
-    H3: the cell ids in unit order; polygons (contiguity): their WKB in unit order (every
-    coordinate, ring and part, so an edited boundary gets a new key); distance band: the
-    unit centroids. Any change of units, order or rule changes the key."""
+    H3: the cell ids in unit order. Polygons (contiguity): every coordinate in unit order
+    plus each unit's geometry type and numbers of coordinates, parts and holes, so an
+    edited boundary (one vertex moved) gets a new key. Distance band: the unit
+    centroids. Any change of units, their order or the rule changes the key."""
     import hashlib
     import json
 
-    h = hashlib.blake2b(digest_size=20)
-    h.update(json.dumps({"kind": kind, **rule}, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(json.dumps({"kind": kind, **rule}, sort_keys=True, default=str).encode())
     if kind == "h3" and "band_m" not in rule:
         h.update(_h3_cells(frame).tobytes())
     elif "band_m" in rule:
@@ -741,10 +741,11 @@ def neighbours_key(kind: str, frame, rule: dict) -> str:
     else:
         import shapely
 
-        wkb = shapely.to_wkb(np.asarray(frame.geometry.values, dtype=object))
-        h.update(np.fromiter((len(b) for b in wkb), np.int64, len(wkb)).tobytes())
-        h.update(b"".join(wkb))
-    return f"{kind}-{h.hexdigest()}"
+        g = np.asarray(frame.geometry.values, dtype=object)
+        for part in (shapely.get_type_id(g), shapely.get_num_coordinates(g), shapely.get_num_geometries(g),
+                     shapely.get_num_interior_rings(g), shapely.get_coordinates(g)):
+            h.update(np.ascontiguousarray(part).tobytes())
+    return f"{kind}-{h.hexdigest()[:40]}"
 
 
 def _h3_cells(frame) -> np.ndarray:
