@@ -332,7 +332,7 @@ def h3_ring_neighbours(cells, k: int = 1) -> SparseNeighbours:
 CONTIGUITY_METHODS = ("vertex", "predicate")
 
 #: Odd 64-bit multipliers mixing the bit patterns of x and y into one hash key (collisions are
-#: detected exactly and fall back to a lexicographic sort, so they cost time, never correctness).
+#: detected exactly and the colliding rows sorted on their coordinates, so they cost time, never correctness).
 _HASH_X = np.uint64(0x9E3779B97F4A7C15)
 _HASH_Y = np.uint64(0xC2B2AE3D27D4EB4F)
 
@@ -359,7 +359,8 @@ def contiguity_neighbours(geoms, rule: str = "queen", method: str = "vertex") ->
         whose bounding boxes touch but which share no vertex (no segment, for
         rook). A shared vertex counts as contact for any polygon whose vertices lie on
         its own boundary, which holds for valid polygons (and for the common invalid
-        ones: bow-ties, zero-area rings).
+        ones: bow-ties, zero-area rings). The touching boxes come from a numpy
+        sort-and-sweep (:func:`_box_pairs`, the pairs of ``STRtree(g).query(g)``).
 
     Returns
     -------
@@ -392,19 +393,31 @@ def contiguity_neighbours(geoms, rule: str = "queen", method: str = "vertex") ->
     # (leaving out a vertex can only send a pair on to GEOS, never invent one)
     inner = np.ones(owner.size, bool)
     inner[-1:] = False
-    inner[:-1] = owner[1:] == owner[:-1]
-    order, run = _vertex_runs(coords[inner])
+    np.equal(owner[1:], owner[:-1], out=inner[:-1])
+    order, run = _vertex_runs(coords.view(np.complex128).ravel()[inner])
     vpairs = _pairs_sharing(run, owner[inner][order], n)  # sorted keys i * n + j, i < j: certainly intersecting
-    # every other intersecting pair has touching bounding boxes: ask GEOS about those only
-    a, b = shapely.STRtree(g).query(g)
-    up = a < b
-    cand = a[up].astype(np.int64) * n + b[up]
-    rest = cand[~_isin_sorted(cand, vpairs)]
-    rest = rest[~_diagonally_apart(coords, owner, n, rest)]  # boxes touch, but a 45-degree line parts them
+    # every other intersecting pair has touching bounding boxes: GEOS decides those, unless a
+    # 45-degree line parts them
+    cand = _box_pairs(g)
+    rest = cand[~_in_sorted(cand, vpairs)]
+    if rest.size:
+        rest = rest[~_diagonally_apart(_octagons(coords, owner, n), n, rest)]
     queen = np.sort(np.concatenate([vpairs, rest[_geos_pairs(g, rest, n, "intersects")]])) if rest.size else vpairs
     if rule == "queen":
         return SparseNeighbours._from_pairs(queen, n, describe)
     # rook: a pair sharing an exactly equal segment shares a stretch of boundary; GEOS decides the rest
+    sure = _in_sorted(queen, _segment_pairs(g, coords, owner, inner, order, run, n))
+    rest = queen[~sure]
+    rook = np.sort(np.concatenate([queen[sure], rest[_geos_pairs(g, rest, n, "rook")]])) if rest.size else queen
+    return SparseNeighbours._from_pairs(rook, n, describe)
+
+
+def _segment_pairs(g, coords, owner, inner, order, run, n: int) -> np.ndarray:
+    """Sorted unique ``i * n + j`` (i < j) of polygons with an exactly equal boundary segment.
+
+    ``order`` and ``run`` are :func:`_vertex_runs` of the ``inner`` coordinates (all but each
+    geometry's closing one).
+    """
     vid = np.empty(owner.size, np.int64)
     vin = np.empty(run.size, np.int64)
     vin[order] = run
@@ -412,12 +425,75 @@ def contiguity_neighbours(geoms, rule: str = "queen", method: str = "vertex") ->
     first = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
     vid[~inner] = vid[first]  # the closing coordinate is the first one again (for simple polygons, all _segments uses)
     seg, seg_owner = _segments(g, coords, owner, vid)
-    o = np.argsort(seg)
-    spairs = _pairs_sharing(seg[o], seg_owner[o], n)
-    sure = _isin_sorted(queen, spairs)
-    rest = queen[~sure]
-    rook = np.sort(np.concatenate([queen[sure], rest[_geos_pairs(g, rest, n, "rook")]])) if rest.size else queen
-    return SparseNeighbours._from_pairs(rook, n, describe)
+    return _pairs_sharing(*_sort_by_key_then_owner(seg, seg_owner, n), n)
+
+
+def _box_pairs(g) -> np.ndarray:
+    """Sorted keys ``i * n + j`` (i < j) of the geometries whose bounding boxes intersect (touching counts).
+
+    The pairs of ``STRtree(g).query(g)`` (closed boxes; missing and empty geometries touch
+    nothing), found by a sort-and-sweep in numpy: the boxes are cut into horizontal strips of
+    the mean box height (so a box lies in about two strips); in each strip, with the boxes
+    sorted on ``xmin``, a box is paired with the ones after it that start at or before its
+    ``xmax`` (a binary search), and a pair is kept in one strip only, the one holding the
+    higher of the two ``ymin``, when the boxes overlap in y as well. Non-finite bounds, or
+    boxes so long and thin that the strips would list many times more candidates than boxes,
+    go to the STRtree instead.
+    """
+    import shapely
+
+    n = len(g)
+    b = shapely.bounds(g)
+    finite = np.isfinite(b).all(axis=1)
+    if not finite.all():
+        odd = g[~finite]
+        if not (shapely.is_missing(odd) | shapely.is_empty(odd)).all():
+            return _tree_pairs(g)  # NaN or infinite coordinates: let GEOS define the boxes
+    idx = np.flatnonzero(finite)
+    m = idx.size
+    if m < 2:
+        return np.zeros(0, np.int64)
+    xmin, ymin, xmax, ymax = (np.ascontiguousarray(b[idx, k]) for k in range(4))
+    ox = np.argsort(xmin)
+    rank = np.empty(m, np.int64)
+    rank[ox] = np.arange(m)
+    y0 = float(ymin.min())
+    span = float(ymax.max()) - y0
+    s = max(float(np.mean(ymax - ymin)), span / (2 * m))  # at most 2m + 1 strips, about 3m entries
+    if not s > 0:
+        s = 1.0  # every box is flat and at one height: a single strip
+    iy0 = ((ymin - y0) / s).astype(np.int64)  # >= 0 and monotone, so floor, and iy0 <= iy1
+    cnt = ((ymax - y0) / s).astype(np.int64) - iy0 + 1
+    ent = np.repeat(np.arange(m), cnt)
+    strip = iy0[ent] + (np.arange(ent.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    key = strip * m + rank[ent]  # unique: (strip, rank of xmin)
+    key.sort()
+    strip, ent = np.divmod(key, m)
+    ent = ox[ent]
+    # entries of the same strip whose xmin ranks below the count of xmin <= this box's xmax
+    end = np.searchsorted(xmin[ox], xmax, side="right")
+    hi = np.searchsorted(key, strip * m + end[ent], side="left")
+    c = hi - np.arange(ent.size) - 1
+    tot = int(c.sum())
+    if tot > 32 * m + (1 << 20):
+        return _tree_pairs(g)  # long thin boxes crowd the strips: the tree lists fewer candidates
+    p = np.repeat(np.arange(ent.size), c)
+    q = np.arange(1, tot + 1) + np.repeat(np.arange(ent.size) - (np.cumsum(c) - c), c)
+    i, j = ent[p], ent[q]
+    keep = (ymin[i] <= ymax[j]) & (ymin[j] <= ymax[i]) & (np.maximum(iy0[i], iy0[j]) == strip[p])
+    i, j = idx[i[keep]], idx[j[keep]]
+    pairs = np.minimum(i, j) * n + np.maximum(i, j)
+    pairs.sort()
+    return pairs
+
+
+def _tree_pairs(g) -> np.ndarray:
+    """Sorted keys ``i * n + j`` (i < j) of bounding boxes that intersect, from ``shapely.STRtree``."""
+    import shapely
+
+    a, b = shapely.STRtree(g).query(g)
+    up = a < b
+    return np.sort(a[up].astype(np.int64) * len(g) + b[up])
 
 
 def _geos_pairs(g, keys, n: int, test: str) -> np.ndarray:
@@ -430,48 +506,76 @@ def _geos_pairs(g, keys, n: int, test: str) -> np.ndarray:
     return shapely.intersects(g[a], g[b])  # (prepared geometries were slower here: ~1 pair per polygon)
 
 
-def _diagonally_apart(coords, owner, n: int, keys) -> np.ndarray:
-    """True for pairs ``i * n + j`` certainly disjoint: their vertices' ``x + y`` (or ``x - y``) ranges do not meet.
+def _octagons(coords, owner, n: int):
+    """Per polygon, the ranges of its vertices' ``x + y`` and ``x - y`` (an (n, 4) array ``hi+, lo+, hi-, lo-``), and a tolerance.
 
-    A polygon lies in the convex hull of its vertices, so separated ranges along a direction
-    prove disjointness (the bounding boxes already overlap along x and y: this is the
-    octagon test). The margin of 16 float64 epsilons of the largest coordinate is well above
-    the rounding of the sums (at most 2 epsilons of it), so no touching pair is ever dropped.
+    Rows of polygons without coordinates are left unset (no pair names them). The tolerance
+    is 16 float64 epsilons of the largest coordinate. None when a coordinate is NaN or
+    infinite (then no claim is made, GEOS decides).
     """
-    apart = np.zeros(keys.size, bool)
-    if keys.size == 0 or coords.size == 0:
-        return apart
-    a, b = np.divmod(keys, n)
-    start = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
-    at = np.zeros(n, np.int64)
-    at[owner[start]] = np.arange(start.size)  # polygon -> its block of coordinates (pairs only name polygons with some)
+    if coords.size == 0:
+        return None
     big = max(float(coords.max()), -float(coords.min()), 1.0)
     if not np.isfinite(big):
-        return apart  # NaN or infinite coordinates: make no claim, GEOS decides
-    tol = 16 * np.finfo(float).eps * big
-    ia, ib = at[a], at[b]
-    for proj in (coords[:, 0] + coords[:, 1], coords[:, 0] - coords[:, 1]):
-        hi = np.maximum.reduceat(proj, start)
-        lo = np.minimum.reduceat(proj, start)
-        apart |= (hi[ia] < lo[ib] - tol) | (hi[ib] < lo[ia] - tol)
+        return None
+    start = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+    at = owner[start]
+    out = np.empty((n, 4))
+    for k, proj in enumerate((coords[:, 0] + coords[:, 1], coords[:, 0] - coords[:, 1])):
+        out[at, 2 * k] = np.maximum.reduceat(proj, start)
+        out[at, 2 * k + 1] = np.minimum.reduceat(proj, start)
+    return out, 16 * np.finfo(float).eps * big
+
+
+def _diagonally_apart(octagons, n: int, keys) -> np.ndarray:
+    """True for pairs ``i * n + j`` certainly disjoint: their vertices' ``x + y`` (or ``x - y``) ranges do not meet.
+
+    ``octagons`` comes from :func:`_octagons`. A polygon lies in the convex hull of its
+    vertices, so separated ranges along a direction prove disjointness (the bounding boxes
+    already overlap along x and y: this is the octagon test). The margin of 16 float64
+    epsilons of the largest coordinate is well above the rounding of the sums (at most 2
+    epsilons of it), so no touching pair is ever dropped.
+    """
+    apart = np.zeros(keys.size, bool)
+    if keys.size == 0 or octagons is None:
+        return apart
+    oct, tol = octagons
+    a, b = np.divmod(keys, n)
+    oa, ob = oct[a], oct[b]
+    for k in (0, 2):
+        apart |= (oa[:, k] < ob[:, k + 1] - tol) | (ob[:, k] < oa[:, k + 1] - tol)
     return apart
 
 
 def _vertex_runs(coords) -> tuple[np.ndarray, np.ndarray]:
     """Sort coordinate rows so that exactly equal points are adjacent.
 
-    Returns ``order`` (a permutation of the rows) and ``run``, a non-decreasing integer per
+    ``coords``: (N, 2) floats, or N complex numbers ``x + iy``. Returns ``order`` (a permutation
+    of the rows, increasing within a run) and ``run``, a non-decreasing integer per
     sorted row, equal exactly when x and y compare equal (so -0.0 == 0.0, and a NaN row
-    equals nothing). Rows are sorted on a 64-bit hash of both coordinates; if two
-    different points ever share a hash, the rows are sorted on the coordinates themselves.
+    equals nothing). Rows are sorted on a 64-bit hash of both coordinates whose low bits are
+    replaced by the row number (one value sort, no argsort); where rows share the remaining
+    hash bits but differ (a collision, or NaN), those hash runs are sorted on the coordinates
+    themselves.
     """
-    c = np.ascontiguousarray(coords, dtype=float).view(np.complex128).ravel()
+    c = coords if coords.dtype == np.complex128 else np.ascontiguousarray(coords, dtype=float).view(np.complex128).ravel()
     h = (c.real + 0.0).view(np.uint64) * _HASH_X ^ (c.imag + 0.0).view(np.uint64) * _HASH_Y  # + 0.0: -0.0 -> 0.0
-    order = np.argsort(h)
+    bits = np.uint64(max(int(c.size - 1).bit_length(), 1))
+    low = (np.uint64(1) << bits) - np.uint64(1)
+    key = h & ~low
+    key |= np.arange(c.size, dtype=np.uint64)
+    key.sort()
+    order = (key & low).astype(np.intp)
+    key >>= bits
     cs = c[order]
     same = cs[1:] == cs[:-1]
-    if (h[order[1:]] == h[order[:-1]])[~same].any():  # a hash collision (or NaN): sort the coordinates themselves
-        order = np.lexsort((c.imag, c.real))
+    clash = key[1:] == key[:-1]
+    clash &= ~same
+    if clash.any():  # equal hash bits, different points: order those hash runs by x, then y
+        hrun = np.zeros(c.size, np.int64)
+        np.cumsum(key[1:] != key[:-1], out=hrun[1:])
+        pos = np.flatnonzero(np.isin(hrun, hrun[1:][clash]))
+        order[pos] = order[pos][np.lexsort((cs.imag[pos], cs.real[pos], hrun[pos]))]
         cs = c[order]
         same = cs[1:] == cs[:-1]
     run = np.zeros(c.size, np.int64)
@@ -482,18 +586,20 @@ def _vertex_runs(coords) -> tuple[np.ndarray, np.ndarray]:
 def _pairs_sharing(key, owner, n: int) -> np.ndarray:
     """Sorted unique ``i * n + j`` (i < j) for owners i != j holding an equal ``key`` (>= 0).
 
-    ``key`` must be sorted (equal keys adjacent); ``owner`` follows the same order.
+    ``key`` must be sorted (equal keys adjacent) and ``owner``, in the same order, must not
+    decrease within a run of equal keys (so the earlier of two positions has the smaller owner).
     """
     ok = key >= 0
     if not ok.all():
         key, owner = key[ok], owner[ok]
-    ps, qs = [], []
+    owner = owner.astype(np.int64, copy=False)
+    found = []
     for d in range(1, 33):  # pair each position with the one d places on, while runs are that long
         m = key[d:] == key[:-d]
         if not m.any():
             break
-        ps.append(owner[:-d][m])
-        qs.append(owner[d:][m])
+        m &= owner[d:] != owner[:-d]
+        found.append(owner[:-d][m] * n + owner[d:][m])
     else:  # a point shared by very many polygons: enumerate every run's pairs explicitly
         start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
         size = np.diff(np.append(start, key.size))
@@ -503,24 +609,41 @@ def _pairs_sharing(key, owner, n: int) -> np.ndarray:
         cnt = np.repeat(st + sz, sz) - pos - 1
         first = np.repeat(pos, cnt)
         second = first + 1 + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        ps, qs = [owner[first]], [owner[second]]
-    if not ps:
+        keep = owner[first] != owner[second]
+        found = [owner[first[keep]] * n + owner[second[keep]]]
+    if not found:
         return np.zeros(0, np.int64)
-    p, q = np.concatenate(ps).astype(np.int64), np.concatenate(qs).astype(np.int64)
-    keep = p != q
-    p, q = p[keep], q[keep]
-    pairs = np.sort(np.minimum(p, q) * n + np.maximum(p, q))
+    pairs = np.concatenate(found)
+    pairs.sort()
     if pairs.size:
         pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
     return pairs
 
 
-def _isin_sorted(x, sorted_ref) -> np.ndarray:
-    """``np.isin`` for a sorted unique reference array (binary search)."""
-    if sorted_ref.size == 0:
+def _sort_by_key_then_owner(key, owner, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``key`` (>= 0) and ``owner`` (< n) sorted on key, then owner: one value sort of both packed in 63 bits."""
+    bits = max(int(n - 1).bit_length(), 1)
+    if key.size and int(key.max()) < (1 << (63 - bits)):
+        packed = (key << bits) | owner
+        packed.sort()
+        return packed >> bits, packed & ((1 << bits) - 1)
+    o = np.lexsort((owner, key))
+    return key[o], owner[o]
+
+
+def _in_sorted(x, ref) -> np.ndarray:
+    """``np.isin(x, ref)`` for sorted unique non-negative int64 ``x`` and ``ref`` (keys < 2**62): one merge.
+
+    Tagged ``2 * key`` (ref) and ``2 * key + 1`` (x), the two sorted runs are merged by a stable
+    sort; an x key is in ref exactly when its tagged twin sits just before it.
+    """
+    if x.size == 0 or ref.size == 0:
         return np.zeros(x.shape, bool)
-    pos = np.minimum(np.searchsorted(sorted_ref, x), sorted_ref.size - 1)
-    return sorted_ref[pos] == x
+    both = np.concatenate([ref * 2, x * 2 + 1])
+    both.sort(kind="stable")  # two sorted runs: a merge
+    hit = np.zeros(both.size, bool)
+    np.equal(both[1:] - 1, both[:-1], out=hit[1:])
+    return hit[(both & 1) == 1]
 
 
 def _segments(g, coords, owner, vid):

@@ -366,3 +366,110 @@ def test_contiguity_many_polygons_at_one_point():
     assert (rook.cardinality == 3).all()  # itself and the wedge either side
     for rule, nb in (("queen", queen), ("rook", rook)):
         assert _same_matrix(nb, contiguity_neighbours(wedges, rule, method="predicate")), rule
+
+
+def _brute_box_pairs(g):
+    """Every pair i < j whose closed bounding boxes meet, by comparing all pairs (missing/empty: none)."""
+    import shapely
+
+    b = shapely.bounds(np.asarray(g, dtype=object))
+    ok = np.isfinite(b).all(axis=1)
+    i, j = np.triu_indices(len(b), 1)
+    meet = ok[i] & ok[j] & (b[i, 0] <= b[j, 2]) & (b[j, 0] <= b[i, 2]) & (b[i, 1] <= b[j, 3]) & (b[j, 1] <= b[i, 3])
+    return i[meet].astype(np.int64) * len(b) + j[meet]
+
+
+def test_box_pairs_equal_all_pairs_and_strtree(monkeypatch):
+    # Reference: the plain definition (every pair compared, closed boxes) and shapely.STRtree(g).query(g).
+    # Synthetic boxes on an integer grid (so many boxes touch exactly at an edge or a corner), flat and
+    # zero-size boxes, points and lines, one box over everything, a long thin one, None and empties.
+    import shapely
+
+    import geo.gistar as gi
+
+    rng = np.random.default_rng(11)
+    x, y = rng.integers(0, 60, (2, 700)).astype(float)
+    w, h = rng.integers(0, 6, (2, 700)).astype(float)  # 0: a flat or zero-size box
+    geoms = list(shapely.box(x, y, x + w, y + h))
+    geoms += [shapely.box(-5, -5, 70, 70), shapely.box(0, 30, 65, 30.5), shapely.Point(10, 10),
+              shapely.LineString([(0, 0), (60, 60)]), None, shapely.Polygon(), shapely.box(3, 3, 3, 3)]
+    g = np.array(rng.permutation(np.array(geoms, dtype=object)), dtype=object)
+    ref = np.sort(_brute_box_pairs(g))
+    got = gi._box_pairs(g)
+    assert np.array_equal(got, ref)
+    assert np.array_equal(gi._tree_pairs(g), ref)
+    assert np.array_equal(gi._box_pairs(g[:1]), np.zeros(0, np.int64))
+    # the sweep, not the tree, answered above; an infinite coordinate and crowded strips go to the tree
+    calls = []
+    monkeypatch.setattr(gi, "_tree_pairs", lambda g: calls.append(len(g)) or np.sort(_brute_box_pairs(g)))
+    assert np.array_equal(gi._box_pairs(g), ref) and calls == []
+    inf = np.append(g, shapely.box(0, 0, np.inf, 1))
+    assert np.array_equal(gi._box_pairs(inf), np.sort(_brute_box_pairs(inf))) and calls == [len(inf)]
+    tall = shapely.box(np.arange(3000.0), 0, np.arange(3000.0) + 0.5, 1e6)  # mean height 1e6: one strip
+    flat = shapely.box(0, np.arange(3000.0) * 10, 5000, np.arange(3000.0) * 10 + 1)  # all overlap in x
+    crowd = np.concatenate([tall, flat])
+    got = gi._box_pairs(crowd)
+    assert calls[-1] == len(crowd) and np.array_equal(got, np.sort(_brute_box_pairs(crowd)))
+
+
+def test_vertex_runs_group_exactly_equal_points(monkeypatch):
+    # Reference: plain Python grouping of (x, y) tuples (so -0.0 == 0.0 and a NaN row equals nothing).
+    # Synthetic coordinates with many repeats, -0.0 against 0.0 and NaN rows; also with the hash forced to
+    # collide everywhere, and with one collision planted in the high bits only (the exact re-sort path).
+    import geo.gistar as gi
+
+    rng = np.random.default_rng(5)
+    xy = rng.integers(0, 40, (3000, 2)).astype(float)
+    xy[:50, 0] = -0.0
+    xy[50:100, 0] = 0.0
+    xy[100:110, 1] = np.nan
+
+    def check():
+        order, run = gi._vertex_runs(xy)
+        assert np.array_equal(np.sort(order), np.arange(len(xy))) and (np.diff(run) >= 0).all()
+        runs = np.split(order, np.flatnonzero(np.diff(run)) + 1)
+        for r in runs:  # one point per run (a NaN row alone), rows increasing within a run
+            assert (len(r) == 1 or (xy[r] == xy[r[0]]).all()) and (np.diff(r) > 0).all()
+        nan = np.isnan(xy).any(axis=1)
+        assert len(runs) == len({(a, b) for a, b in xy[~nan]}) + nan.sum()  # equal points share a run
+
+    check()
+    monkeypatch.setattr(gi, "_HASH_X", np.uint64(0))
+    monkeypatch.setattr(gi, "_HASH_Y", np.uint64(0))
+    check()
+    monkeypatch.setattr(gi, "_HASH_X", np.uint64(1 << 40))  # only bits >= 40 of x survive: many collisions
+    monkeypatch.setattr(gi, "_HASH_Y", np.uint64(0))
+    check()
+
+
+def test_contiguity_vertex_method_on_diagonals_and_point_touches():
+    # Synthetic planted truth, checked against the predicate twin too: two triangles facing each other across a 45-degree line (boxes overlap, no shared vertex) a
+    # hair apart (disjoint), and the same pair touching along the diagonal without a shared vertex (rook:
+    # a stretch), a point touch of a vertex on the middle of a diagonal edge, a square with a hole holding
+    # an island that touches the hole's rim at one point, and a multipolygon whose far part overlaps a box.
+    import shapely
+
+    gap = 1e-9
+    geoms = [
+        shapely.Polygon([(0, 0), (100, 0), (0, 100)]),                              # 0
+        shapely.Polygon([(100 + gap, 0 + gap), (100 + gap, 100 + gap), (0 + gap, 100 + gap)]),  # 1 near-miss of 0
+        shapely.Polygon([(200, 0), (300, 0), (200, 100)]),                          # 2
+        shapely.Polygon([(275, 25), (275, 125), (175, 125)]),                       # 3 along 2's diagonal, no vertex
+        shapely.Polygon([(400, 0), (500, 0), (400, 100)]),                          # 4
+        shapely.Polygon([(450, 50), (520, 80), (480, 120)]),                        # 5 vertex on 4's diagonal
+        shapely.Polygon(shapely.box(600, 0, 700, 100).exterior.coords,
+                        [shapely.box(620, 20, 680, 80).exterior.coords]),           # 6 donut
+        shapely.Polygon([(650, 20), (660, 40), (640, 40)]),                         # 7 island, apex on the rim
+        shapely.MultiPolygon([shapely.box(800, 0, 850, 50), shapely.box(900, 0, 950, 50)]),  # 8
+        shapely.box(940, 40, 990, 90),                                              # 9 overlaps 8's far part
+    ]
+    g = np.array(geoms, dtype=object)
+    queen = {(2, 3), (4, 5), (6, 7), (8, 9)}
+    rook = {(2, 3), (8, 9)}
+    for rule, truth in (("queen", queen), ("rook", rook)):
+        fast = contiguity_neighbours(g, rule)
+        slow = contiguity_neighbours(g, rule, method="predicate")
+        assert _same_matrix(fast, slow), rule
+        m = fast.matrix.tocoo()
+        got = {(int(i), int(j)) for i, j in zip(m.row, m.col) if i < j}
+        assert got == truth, (rule, got ^ truth)
