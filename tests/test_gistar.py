@@ -174,6 +174,213 @@ def test_h3_ring_unsorted_units_with_gaps_and_pentagon_match_h3py():
     assert nb.cardinality.max() == 7 and (nb.cardinality == 6).sum() >= 1  # pentagon: self + 5
 
 
+
+# ---------------------------------------------------------------- h3_ring_neighbours: local IJ vs grid disk
+def _h3py_disk_reference(cells, k):
+    """(indptr, indices) of the binary CSR from h3-py's own ``grid_disk`` per cell (C H3, not h3ronpy)."""
+    from h3.api import basic_int as h3i
+
+    pos = {int(c): i for i, c in enumerate(cells)}
+    rows = [sorted(pos[d] for d in h3i.grid_disk(int(c), k) if d in pos) for c in cells]
+    return np.cumsum([0] + [len(r) for r in rows]), np.array([j for r in rows for j in r], np.int64)
+
+
+def _assert_h3_ring_exact(nb, cells, k):
+    """nb equals method="disk" exactly (pattern, dtypes, flags, cardinality, rule) and h3-py's grid_disk."""
+    from geo.gistar import SparseNeighbours
+
+    disk = h3_ring_neighbours(cells, k, method="disk")
+    assert isinstance(nb, SparseNeighbours) and nb.n == disk.n == len(cells) and nb.rule == disk.rule
+    a, b = nb.matrix, disk.matrix
+    assert a.shape == b.shape and a.format == b.format == "csr" and a.has_sorted_indices and b.has_sorted_indices
+    for x, y in ((a.indptr, b.indptr), (a.indices, b.indices), (a.data, b.data), (nb.cardinality, disk.cardinality)):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    indptr, indices = _h3py_disk_reference(cells, k)
+    np.testing.assert_array_equal(a.indptr, indptr)
+    np.testing.assert_array_equal(a.indices, indices)
+
+
+def _essex_box_cells():
+    import h3
+
+    box = h3.LatLngPoly([(51.57, 0.21), (51.57, 0.79), (51.93, 0.79), (51.93, 0.21)])  # ~40 x 40 km
+    return np.array(sorted(h3.str_to_int(c) for c in h3.h3shape_to_cells(box, 9)), np.uint64)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_h3_ring_localij_essex_box_equals_grid_disk(k):
+    """Reference: method="disk" (h3ronpy grid_disk + hash lookup) and h3-py's grid_disk per cell, exactly.
+
+    A res-9 cover of a ~40 km box around Chelmsford (17k cells); the local-IJ path must be the one taken.
+    """
+    from geo.gistar import _h3_ring_localij
+
+    cells = _essex_box_cells()
+    assert len(cells) > 15000
+    fast = _h3_ring_localij(cells, k)
+    assert fast is not None
+    _assert_h3_ring_exact(fast, cells, k)
+    _assert_h3_ring_exact(h3_ring_neighbours(cells, k), cells, k)
+    assert fast.cardinality.max() == 3 * k * (k + 1) + 1
+
+
+def test_h3_ring_localij_shuffled_with_gaps_any_anchor():
+    """Reference: method="disk" and h3-py's grid_disk per cell, exactly.
+
+    The Essex cells shuffled with ~30% removed at random, for the default anchor and for several other
+    units as the IJ origin (the result must not depend on it).
+    """
+    from geo.gistar import _h3_ring_localij
+
+    rng = np.random.default_rng(7)
+    cells = _essex_box_cells()
+    cells = cells[rng.permutation(len(cells))]
+    cells = cells[rng.random(len(cells)) < 0.7]
+    for anchor in [None, *cells[rng.integers(0, len(cells), 3)]]:
+        for k in (1, 2):
+            fast = _h3_ring_localij(cells, k, anchor=anchor)
+            assert fast is not None
+            _assert_h3_ring_exact(fast, cells, k)
+
+
+def test_h3_ring_localij_across_icosahedron_faces_and_base_cells():
+    """Reference: method="disk" and h3-py's grid_disk per cell, exactly.
+
+    A res-8 disk of radius 60 around (45.0 N, 2.0 E) (Massif Central) spans icosahedron faces 3 and 4 and
+    base cells 12, 15 and 28 (asserted, via h3.get_icosahedron_faces / get_base_cell_number): the local IJ
+    chart crosses face and base-cell edges, with rotations between base cells, and is used there.
+    """
+    import h3
+
+    from geo.gistar import _h3_ring_localij
+
+    disk = h3.grid_disk(h3.latlng_to_cell(45.0, 2.0, 8), 60)
+    assert set().union(*(h3.get_icosahedron_faces(c) for c in disk)) == {3, 4}
+    assert {h3.get_base_cell_number(c) for c in disk} == {12, 15, 28}
+    rng = np.random.default_rng(3)
+    cells = np.array([h3.str_to_int(c) for c in disk], np.uint64)
+    cells = cells[rng.permutation(len(cells))][: int(len(cells) * 0.8)]
+    for k in (1, 2):
+        for anchor in (None, int(cells[0])):
+            fast = _h3_ring_localij(cells, k, anchor=anchor)
+            assert fast is not None
+            _assert_h3_ring_exact(fast, cells, k)
+
+
+@pytest.mark.parametrize("res", [9, 5])
+def test_h3_ring_near_pentagon_falls_back_and_matches_h3py(res):
+    """Reference: h3-py's grid_disk per cell (a pentagon has 5 neighbours).
+
+    The radius-5 disk around h3.get_pentagons(res)[0] lies in a pentagon base cell, where local IJ is
+    warped (anchored at the pentagon it gives a wrong matrix): the local-IJ path must refuse, and the
+    default method must still be exact.
+    """
+    import h3
+
+    from geo.gistar import _h3_ring_localij
+
+    pentagon = h3.get_pentagons(res)[0]
+    cells = np.array([h3.str_to_int(c) for c in h3.grid_disk(pentagon, 5)], np.uint64)
+    for k in (1, 2):
+        for anchor in (None, int(cells[0]), int(cells[-1])):
+            assert _h3_ring_localij(cells, k, anchor=anchor) is None
+        nb = h3_ring_neighbours(cells, k)
+        _assert_h3_ring_exact(nb, cells, k)
+    card = h3_ring_neighbours(cells, 1).cardinality
+    assert card[list(cells).index(h3.str_to_int(pentagon))] == 6 and (card == 6).sum() == 1  # pentagon: self + 5
+
+
+def test_h3_ring_coarse_resolution_near_pentagon_falls_back():
+    """Reference: h3-py's grid_disk per cell.
+
+    At res 1 a ring-2 disk around a pentagon leaves its base cell, so units outside the pentagon base cells
+    can still be within k of a pentagon: the local-IJ path refuses even where the IJ conversion succeeds
+    (two neighbouring base cells next to pentagon base cell 4, anchored in one of them).
+    """
+    import h3
+
+    from geo.gistar import _H3_PENTAGON_BASE_CELLS, _h3_pentagon_disks_in_own_base_cell, _h3_ring_localij
+    from h3ronpy import cells_to_localij
+
+    assert not _h3_pentagon_disks_in_own_base_cell(1, 2) and _h3_pentagon_disks_in_own_base_cell(9, 5)
+    pent = [p for p in h3.get_pentagons(1) if h3.get_base_cell_number(p) == 4][0]
+    near = [c for c in h3.grid_disk(pent, 3) if h3.get_base_cell_number(c) not in _H3_PENTAGON_BASE_CELLS]
+    bases = sorted({h3.get_base_cell_number(c) for c in near})
+    cells = np.array([h3.str_to_int(c) for c in near if h3.get_base_cell_number(c) in bases[:2]], np.uint64)
+    cells_to_localij(cells, int(cells[0]))  # converts without error: only the pentagon guard refuses
+    assert _h3_ring_localij(cells, 2, anchor=int(cells[0])) is None
+    _assert_h3_ring_exact(h3_ring_neighbours(cells, 2), cells, 2)
+
+
+def test_h3_ring_localij_fallbacks_keep_the_disk_result():
+    """Reference: method="disk" (and its errors). Cases the local-IJ path must refuse: duplicated ids,
+    mixed resolutions, k = 0, two clusters ~100 km apart (sparse IJ box), units in pentagon base cell 4
+    (Shetland), base cells that are not all neighbours of the anchor's, and an invalid id (same ValueError).
+    """
+    import h3
+
+    from geo.errors import HarmspotError
+    from geo.gistar import _h3_ring_localij
+
+    essex = _essex_box_cells()[:3000]
+    dup = np.concatenate([essex[:50], essex[:50]])
+    def plus(a, *cells):
+        return np.concatenate([a, np.array([h3.str_to_int(c) for c in cells], np.uint64)])
+
+    mixed = plus(essex[:50], h3.latlng_to_cell(51.75, 0.5, 8))
+    far = plus(essex[:500], h3.latlng_to_cell(53.5, -2.2, 9))
+    shetland = np.array([h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(60.2, -1.1, 9), 3)], np.uint64)
+    spread = np.array([h3.str_to_int(h3.latlng_to_cell(lat, lng, 7)) for lat, lng in ((51.75, 0.5), (45.0, 2.0),
+                                                                                       (40.4, -3.7))], np.uint64)
+    for cells, k in ((dup, 1), (mixed, 1), (essex, 0), (far, 1), (shetland, 1), (spread, 1)):
+        assert _h3_ring_localij(cells, k) is None
+        a, b = h3_ring_neighbours(cells, k), h3_ring_neighbours(cells, k, method="disk")
+        assert (a.matrix != b.matrix).nnz == 0 and a.rule == b.rule
+        np.testing.assert_array_equal(a.matrix.indices, b.matrix.indices)
+        np.testing.assert_array_equal(a.cardinality, b.cardinality)
+    _assert_h3_ring_exact(h3_ring_neighbours(shetland, 1), shetland, 1)
+    bad = np.array([essex[0], int(essex[1]) & ~(0xF << 52) | (8 << 52)], np.uint64)  # res 8 with 9 digits
+    with pytest.raises(ValueError, match="invalid"):
+        h3_ring_neighbours(bad, 1)
+    with pytest.raises(HarmspotError, match="method"):
+        h3_ring_neighbours(essex, 1, method="ij")
+
+
+def test_h3_ring_auto_dispatch(monkeypatch):
+    """Dispatch check (no numeric reference): with the grid-disk builder disabled, method="auto" still answers
+    on the Essex cells (local IJ taken), while the pentagon disk and method="disk" reach the disabled builder."""
+    import h3
+
+    import geo.gistar as gistar
+
+    def disabled(cells, k):
+        raise RuntimeError("grid-disk path")
+
+    monkeypatch.setattr(gistar, "_h3_ring_disk", disabled)
+    cells = _essex_box_cells()
+    assert h3_ring_neighbours(cells, 1).n == len(cells)
+    pent = np.array([h3.str_to_int(c) for c in h3.grid_disk(h3.get_pentagons(9)[0], 2)], np.uint64)
+    for args in ((pent, 1), (cells, 1, "disk")):
+        with pytest.raises(RuntimeError, match="grid-disk path"):
+            h3_ring_neighbours(*args)
+
+def test_h3_sort_network_and_pentagon_base_cells():
+    """References: the 0-1 principle (a comparator network sorts every input iff it sorts all 2**7 zero-one
+    inputs; Knuth TAOCP 5.3.4) against np.sort, and h3.get_pentagons(0) for the pentagon base cells."""
+    import itertools
+
+    import h3
+
+    from geo.gistar import _H3_PENTAGON_BASE_CELLS, _sort_network_7
+
+    ones = np.array(list(itertools.product([0, 1], repeat=7)), np.int32).T.copy()  # (7, 128)
+    rows = ones.copy()
+    _sort_network_7(rows)
+    np.testing.assert_array_equal(rows, np.sort(ones, axis=0))
+    assert sorted(h3.get_base_cell_number(p) for p in h3.get_pentagons(0)) == list(_H3_PENTAGON_BASE_CELLS)
+
+
 def test_benjamini_hochberg_worked_example():
     # Benjamini & Hochberg (1995) JRSS-B 57(1) p.298-299: 15 p-values; at q = 0.05 the step-up rule
     # rejects the 4 smallest (0.0095 <= 4*0.05/15 = 0.01333; 0.0201 > 5*0.05/15). Bonferroni rejects 3.
