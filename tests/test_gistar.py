@@ -469,6 +469,17 @@ def _same_matrix(a, b):
     return (a.matrix != b.matrix).nnz == 0 and np.array_equal(a.cardinality, b.cardinality)
 
 
+def _check_planted(g, queen, rook):
+    """The vertex method equals its predicate twin and the planted pairs, for both rules."""
+    for rule, truth in (("queen", queen), ("rook", rook)):
+        fast = contiguity_neighbours(g, rule)
+        slow = contiguity_neighbours(g, rule, method="predicate")
+        assert _same_matrix(fast, slow), rule
+        m = fast.matrix.tocoo()
+        got = {(int(i), int(j)) for i, j in zip(m.row, m.col) if i < j}
+        assert got == truth, (rule, got ^ truth)
+
+
 def test_contiguity_vertex_method_equals_predicate_twin_on_essex(shared):
     # Real data: all Essex LSOAs 2011 (generalised; they overlap, so no pair shares an exact vertex and every
     # pair goes through GEOS) and Essex wards 2013 (hundreds of exactly shared vertices, so the hashed
@@ -519,13 +530,7 @@ def test_contiguity_vertex_method_on_planted_edge_cases(monkeypatch):
     g = np.array(geoms, dtype=object)
     queen = {(0, 1), (0, 2), (0, 3), (0, 4), (5, 6), (6, 7), (8, 9), (1, 10), (11, 12)}
     rook = queen - {(0, 3), (0, 4)}  # 3 and 4 meet big at one point only; 7 lies inside 6 (an overlap)
-    for rule, truth in (("queen", queen), ("rook", rook)):
-        fast = contiguity_neighbours(g, rule)
-        slow = contiguity_neighbours(g, rule, method="predicate")
-        assert _same_matrix(fast, slow), rule
-        m = fast.matrix.tocoo()
-        got = {(int(i), int(j)) for i, j in zip(m.row, m.col) if i < j}
-        assert got == truth, (rule, got ^ truth)
+    _check_planted(g, queen, rook)
     # every coordinate hashing alike forces the exact lexicographic fallback: same answer
     import geo.gistar as gi
 
@@ -673,10 +678,4 @@ def test_contiguity_vertex_method_on_diagonals_and_point_touches():
     g = np.array(geoms, dtype=object)
     queen = {(2, 3), (4, 5), (6, 7), (8, 9)}
     rook = {(2, 3), (8, 9)}
-    for rule, truth in (("queen", queen), ("rook", rook)):
-        fast = contiguity_neighbours(g, rule)
-        slow = contiguity_neighbours(g, rule, method="predicate")
-        assert _same_matrix(fast, slow), rule
-        m = fast.matrix.tocoo()
-        got = {(int(i), int(j)) for i, j in zip(m.row, m.col) if i < j}
-        assert got == truth, (rule, got ^ truth)
+    _check_planted(g, queen, rook)
