@@ -986,10 +986,14 @@ class NeighbourCache:
             self.last = "memory"
             return nb
         data = self._load(key) if self._load is not None else None
+        nb = None
         if data is not None:
-            nb = SparseNeighbours.from_bytes(data)
-            self.last = "stored"
-        else:
+            try:
+                nb = SparseNeighbours.from_bytes(data)
+                self.last = "stored"
+            except Exception:  # an unreadable stored copy is a miss: rebuilt below and saved over
+                nb = None
+        if nb is None:
             nb = build()
             self.last = "built"
             if self._save is not None:

@@ -75,6 +75,13 @@ def test_cache_builds_once_then_reuses_from_memory_and_storage():
     later = NeighbourCache(load=saved.get, save=saved.__setitem__)
     stored = later.get(key, build)
     assert later.last == "stored" and len(built) == 1 and _same(stored, first)
+    # a damaged stored copy is a miss: rebuilt and saved over, never used
+    saved[key] = saved[key][: len(saved[key]) // 2]
+    fixed = NeighbourCache(load=saved.get, save=saved.__setitem__)
+    again = fixed.get(key, build)
+    assert fixed.last == "built" and len(built) == 2 and _same(again, first)
+    assert _same(SparseNeighbours.from_bytes(saved[key]), first)
+    built.pop()
     # LRU: size 1 drops the older key
     small = NeighbourCache(size=1)
     small.get("a", build)
