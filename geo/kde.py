@@ -129,6 +129,58 @@ def kde_exact(x, y, w, qx, qy, bandwidth: float, kernel: str = "quartic", scale:
     return out
 
 
+class PointCells:
+    """Points grouped by the cell they fall in, for exact kernel sums at lattice cell centres.
+
+    The lattice is extended by ``reach`` cells on every side (``reach`` = kernel support in
+    cells, plus one); points beyond it cannot reach any centre of the lattice and are left
+    out. One stable sort of the cell codes replaces a KD-tree over all points (at 10M points
+    about 1 s against about 6 s), and every cell centre's neighbourhood is a few contiguous
+    runs of the sorted points: one per row of the ``(2 reach + 1)`` rows around it.
+    """
+
+    def __init__(self, x, y, w, lattice: Lattice, bandwidth: float, kernel: str):
+        self.lattice, self.bandwidth, self.kernel = lattice, float(bandwidth), kernel
+        r = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
+        self.reach = r
+        self.ext = Lattice(lattice.cell, lattice.ix0 - r, lattice.iy0 - r, lattice.nx + 2 * r, lattice.ny + 2 * r)
+        code = self.ext.flat(x, y)
+        order = np.argsort(code, kind="stable")
+        order = order[np.searchsorted(code[order], 0):]  # drop the -1s (beyond the extended lattice)
+        self.x = np.asarray(x, float)[order]
+        self.y = np.asarray(y, float)[order]
+        self.w = None if w is None else np.asarray(w, float)[order]
+        self.start = np.zeros(self.ext.size + 1, np.int64)
+        np.cumsum(np.bincount(code[order], minlength=self.ext.size), out=self.start[1:])
+
+    def exact(self, idx, scale: str = "density", step: int = 256) -> np.ndarray:
+        """Exact kernel sums at the centres of lattice cells ``idx`` (flat lattice codes); the same
+        sums as :func:`kde_exact` over all points (in another order of addition)."""
+        lat, ext, r = self.lattice, self.ext, self.reach
+        idx = np.asarray(idx, np.int64)
+        iy, ix = np.divmod(idx, lat.nx)
+        qx, qy = (ix + lat.ix0 + 0.5) * lat.cell, (iy + lat.iy0 + 0.5) * lat.cell
+        out = np.zeros(idx.size)
+        rows = np.arange(-r, r + 1)
+        sup2 = kernel_support(self.bandwidth, self.kernel) ** 2
+        for s0 in range(0, idx.size, step):
+            sl = slice(s0, s0 + step)
+            # in the extended lattice the cell is at (ix + r, iy + r); its rows iy .. iy + 2r, columns ix .. ix + 2r
+            row = (iy[sl, None] + r + rows) * ext.nx
+            lo = self.start[row + ix[sl, None]]
+            hi = self.start[row + ix[sl, None] + 2 * r + 1]
+            lens = (hi - lo).ravel()
+            tot = int(lens.sum())
+            pts = np.arange(tot) + np.repeat(lo.ravel() - (np.cumsum(lens) - lens), lens)
+            q = np.repeat(np.repeat(np.arange(idx[sl].size), rows.size), lens)
+            r2 = (self.x[pts] - qx[sl][q]) ** 2 + (self.y[pts] - qy[sl][q]) ** 2
+            near = r2 <= sup2
+            k = kernel_values(r2[near], self.bandwidth, self.kernel, scale)
+            wk = k if self.w is None else k * self.w[pts[near]]
+            out[sl] = np.bincount(q[near], weights=wk, minlength=idx[sl].size)
+        return out
+
+
 def kernel_second_derivatives(dx, dy, bandwidth: float, kernel: str, scale: str):
     """K_xx and K_yy of the (scaled) kernel at offsets (dx, dy), for the binning correction."""
     h2 = float(bandwidth) ** 2
@@ -324,7 +376,7 @@ def check_size(n_points: int, values, bandwidth: float, kernel: str, cell: float
 
 
 def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_sample: int = 40,
-                seed: int = 0, tree=None) -> dict:
+                seed: int = 0, tree=None, cells: "PointCells | None" = None) -> dict:
     """Exact sum at the peak and sampled cells vs the binned surface: max |error| / peak.
 
     ``n_sample`` is a minimum: :func:`check_size` raises it while the exact sums stay cheap
@@ -332,8 +384,9 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     snapped points can sit in a handful of cells that a 100-cell sample misses.
     Only points that can reach a checked cell are handed to :func:`kde_exact` (those in
     cells within the kernel support plus one cell of a checked cell, and any outside the
-    lattice): the sums are the same, without a KD-tree over every point. ``tree`` (a cKDTree
-    over all of ``(x, y)``, as :func:`kde_auto` builds once for several checks) skips that filter.
+    lattice): the sums are the same, without a KD-tree over every point. ``cells`` (a
+    :class:`PointCells` over these points, as :func:`kde_auto` builds once for several
+    checks) or ``tree`` (a cKDTree over all of ``(x, y)``) skip that filter.
     """
     from scipy import ndimage
 
@@ -341,6 +394,13 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     # the top cells hold the most points (the costliest exact sums): the budget widens the random sample only
     idx = _check_cells(values, check_size(len(x), values, bandwidth, kernel, lattice.cell, n_sample), rng,
                        n_top=max(1, n_sample // 2))
+    if cells is not None:
+        if cells.lattice != lattice or cells.bandwidth != float(bandwidth) or cells.kernel != kernel:
+            raise HarmspotError("check_error: the PointCells were built for another lattice, bandwidth or kernel")
+        exact = cells.exact(idx, scale)
+        peak = float(max(values.max(initial=0), exact.max(initial=0)))
+        err = float(np.abs(values.ravel()[idx] - exact).max(initial=0) / peak) if peak > 0 else 0.0
+        return {"cells_checked": int(idx.size), "max_rel_error_of_peak": err, "peak": peak}
     gx, gy = lattice.centres()
     x, y = np.asarray(x, float), np.asarray(y, float)
     if tree is not None:
@@ -395,16 +455,14 @@ def kde_auto(x, y, w, lattice: Lattice, bandwidth: float, kernel: str = "quartic
         sequence = list(AUTO_SEQUENCE)
     else:
         sequence = [(safe_oversample(lattice.cell, bandwidth, kernel), "points")]
-    chk = tree = None
+    chk = cells = None
     for i, (f, corr) in enumerate(sequence):
         vals = kde_lattice(x, y, w, lattice, bandwidth, kernel, scale, oversample=f, correct=corr)
         if not check:
             break
-        if i == 1:  # a second check is needed: one KD-tree over all points serves this and the rest
-            from scipy.spatial import cKDTree
-
-            tree = cKDTree(np.column_stack([np.asarray(x, float), np.asarray(y, float)]))
-        chk = check_error(x, y, w, lattice, vals, bandwidth, kernel, scale, n_sample=100, tree=tree)
+        if cells is None:  # points grouped by cell once serve every check
+            cells = PointCells(x, y, w, lattice, bandwidth, kernel)
+        chk = check_error(x, y, w, lattice, vals, bandwidth, kernel, scale, n_sample=100, cells=cells)
         if chk["max_rel_error_of_peak"] <= tol / 2:  # margin: the check samples cells, it does not see them all
             break
     return vals, f, corr, chk
