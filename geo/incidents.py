@@ -378,6 +378,24 @@ def _project(lon: np.ndarray, lat: np.ndarray):
     return _transformer(WGS84, BNG).transform(lon, lat)
 
 
+def _later_duplicates(parts: list[pd.Series]) -> np.ndarray:
+    """``concat(parts).duplicated(keep="first") & notna``, via 64-bit hashes made part by part.
+
+    Hashing the concatenated text at once would turn every id into a Python string (~50 MiB for 200k ids);
+    hashes are made per part, only rows whose hash repeats are compared as text, so the answer is exact.
+    """
+    h = np.concatenate([pd.util.hash_pandas_object(s, index=False).to_numpy() for s in parts]) if parts \
+        else np.array([], dtype="uint64")
+    na = np.concatenate([s.isna().to_numpy(bool) for s in parts]) if parts else np.array([], bool)
+    cand = pd.Series(h).duplicated(keep=False).to_numpy(bool)
+    out = np.zeros(len(h), bool)
+    if cand.any():
+        pos = np.flatnonzero(cand)
+        ids = pd.concat(parts, ignore_index=True).iloc[pos]
+        out[pos] = ids.duplicated(keep="first").to_numpy(bool)
+    return out & ~na
+
+
 @dataclass
 class _Part:
     """One input file once decided: its accepted rows (canonical) and the raw text of its rejected rows only."""
@@ -450,8 +468,7 @@ class _Split:
         """Reject accepted rows whose id was accepted in an earlier file (the first occurrence is kept)."""
         if len(self.parts) < 2:
             return
-        ids = pd.concat([p.accepted["incident_id"] for p in self.parts], ignore_index=True)
-        dup = ids.duplicated(keep="first").to_numpy(bool) & ids.notna().to_numpy(bool)
+        dup = _later_duplicates([p.accepted["incident_id"] for p in self.parts])
         if not dup.any():
             return
         start = 0

@@ -213,6 +213,33 @@ def test_rejects_file_holds_the_input_records_byte_for_byte(tmp_path, town):
         assert open(s2.rejects_file, "rb").read() == open(s1.rejects_file, "rb").read()
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_cross_file_duplicates_equal_pandas_duplicated(monkeypatch, collide):
+    """Duplicate ids across files: the first occurrence in file order is kept, exactly.
+
+    Reference: ``pandas.Series.duplicated(keep="first")`` on the concatenated ids (what the reader did before
+    it decided file by file), with missing ids never duplicates. ``collide`` makes every 64-bit hash equal, so
+    the exact text comparison of hash-colliding rows is what decides.
+    """
+    import geo.incidents as gi
+
+    if collide:
+        monkeypatch.setattr(gi.pd.util, "hash_pandas_object",
+                            lambda s, index=False: pd.Series(np.zeros(len(s), dtype="uint64")))
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        vocab = np.array(["a", "b", "é,\"x\"", "a ", "", "puk-1", "puk-2"], dtype=object)
+        parts = []
+        for _ in range(rng.integers(1, 5)):
+            vals = list(rng.choice(vocab, rng.integers(0, 12)))
+            vals = [None if rng.random() < 0.1 else v for v in vals]
+            parts.append(pd.Series(vals, dtype=rng.choice(["string", "str", object])))
+        got = gi._later_duplicates(parts)
+        ids = pd.concat([p.astype("string") for p in parts], ignore_index=True) if parts else pd.Series([], dtype="string")
+        want = ids.duplicated(keep="first").to_numpy(bool) & ids.notna().to_numpy(bool)
+        assert (got == want).all(), (trial, [list(p) for p in parts])
+
+
 # ------------------------------------------------------------------------------------------ weights
 
 def test_weights_cchi_values_and_proactive_rule():
