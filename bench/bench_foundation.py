@@ -344,8 +344,11 @@ def ingest_child(out_json: str, store_dir: str) -> None:
                       ("_validate_common", "validate"), ("_finish", "finish"), ("coerce_schema", "coerce_schema")]:
         if hasattr(gi, name):
             wrap(gi, name, key)
+    if hasattr(gi, "_Split"):  # the shared tail, file by file (add) and at the end (result)
+        wrap(gi._Split, "add", "finish")
+        wrap(gi._Split, "result", "finish")
 
-    class _TimedShapely:  # times the boundary test inside geo.incidents._finish
+    class _TimedShapely:  # times the boundary test inside geo.incidents._Split.add
         def __getattr__(self, k):
             return getattr(shapely, k)
 
@@ -580,7 +583,8 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
             ("    projection WGS84 -> BNG (`_project`, pyproj)", "projection"),
             ("    stable ids for rows without Crime ID (`_stable_ids`, sha1)", "stable_ids"),
             ("  validate (`_validate_common`)", "validate"),
-            ("  finish (`_finish`: boundary test, duplicate ids, split), of which:", "finish"),
+            ("  finish (`_Split.add` per file + `_Split.result`: boundary test, duplicate ids, split), of which:",
+             "finish"),
             ("    boundary test: prepare + contains_xy", "boundary_prepare_contains"),
             ("    boundary union + 100 m buffer (re-measured standalone)", "boundary_union_buffer_standalone"),
             ("    coerce_schema of the accepted rows", "coerce_schema"),
@@ -734,10 +738,10 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
             "- Projection: `_project` builds a new pyproj `Transformer` for each of the 12 files (~0.02 s "
             "each); caching it (`functools.lru_cache`) saves ~0.25 s.",
             f"- Peak memory ({lib['peak_rss_mb']:.0f} MiB for {lib['read']:,} rows): "
-            f"{_d(rs, 'read_police_uk', 'load_boundary')} MiB more while reading (the raw text frames are kept "
-            f"whole for the rejects file beside the canonical frame) and {_d(rs, 'add_ingest', 'set_study_area')} "
-            "MiB more in `add_ingest` (DuckDB's copy of the frame and the primary-key index). Keeping only the "
-            "rejected raw rows and dropping the key would lower it.",
+            f"{_d(rs, 'read_police_uk', 'load_boundary')} MiB more while reading (each file is decided as soon "
+            "as it is read, so only the accepted canonical rows and the raw text of the rejected rows are kept) "
+            f"and {_d(rs, 'add_ingest', 'set_study_area')} MiB more in `add_ingest` (DuckDB's insert of the "
+            "Arrow table and the primary-key index).",
             "",
         ]
     return L

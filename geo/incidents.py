@@ -341,7 +341,7 @@ def _stable_ids(prefix: str, key_frame: pd.DataFrame) -> np.ndarray:
 
 
 class _Candidates:
-    """Candidate canonical rows plus the raw rows and a per-row reason (None = ok so far)."""
+    """One input file's candidate canonical rows plus its raw rows and a per-row reason (None = ok so far)."""
 
     def __init__(self, raw: pd.DataFrame, canon: pd.DataFrame):
         self.raw = raw.reset_index(drop=True)
@@ -378,50 +378,157 @@ def _project(lon: np.ndarray, lat: np.ndarray):
     return _transformer(WGS84, BNG).transform(lon, lat)
 
 
-def _finish(
-    cand: _Candidates,
-    *,
-    boundary=None,
-    tolerance_m: float = DEFAULT_BORDER_TOLERANCE_M,
-    files: list[str],
-    source_kind: str,
-) -> IngestResult:
-    """Shared tail of every reader: area check, duplicate ids, split into accepted/rejected."""
-    c = cand.canon
-    ok = cand.ok
-    if boundary is not None:
-        geom = boundary.union_all() if hasattr(boundary, "union_all") else boundary
-        if tolerance_m:
-            geom = geom.buffer(tolerance_m)
-        shapely.prepare(geom)
-        x = c["x"].to_numpy(float)
-        y = c["y"].to_numpy(float)
-        fin = np.isfinite(x) & np.isfinite(y)
-        inside = np.zeros(len(c), bool)
-        inside[fin] = shapely.contains_xy(geom, x[fin], y[fin])
-        cand.reject(ok & ~inside, "outside study area", "coordinates")
-    # duplicate ids within this input: the first occurrence is kept
-    # only rows still accepted compete for an id
-    ok_ids = c["incident_id"].where(pd.Series(cand.ok))
-    dup = ok_ids.duplicated(keep="first").to_numpy(bool) & ok_ids.notna().to_numpy(bool)
-    cand.reject(dup, "duplicate id", "id")
+def _later_duplicates(parts: list[pd.Series]) -> np.ndarray:
+    """``concat(parts).duplicated(keep="first") & notna``, via 64-bit hashes made part by part.
 
-    good = cand.ok
-    accepted = IncidentTable(coerce_schema(c.loc[good]), rejected=int((~good).sum()))
-    rej = cand.raw.loc[~good].copy()
-    rej["reason"] = cand.reason[~good]
-    rej["field"] = cand.field[~good]
-    rej["source_file"] = c.loc[~good, "source_file"].to_numpy()
-    rej["source_row"] = c.loc[~good, "source_row"].to_numpy()
-    rej = rej.reset_index(drop=True)
-    return IngestResult(
-        accepted=accepted,
-        rejects=rej,
-        read=len(c),
-        files=files,
-        source_kind=source_kind,
-        boundary_tolerance_m=tolerance_m if boundary is not None else None,
-    )
+    Hashing the concatenated text at once would turn every id into a Python string (~50 MiB for 200k ids);
+    hashes are made per part, only rows whose hash repeats are compared as text, so the answer is exact.
+    """
+    h = np.concatenate([pd.util.hash_pandas_object(s, index=False).to_numpy() for s in parts]) if parts \
+        else np.array([], dtype="uint64")
+    na = np.concatenate([s.isna().to_numpy(bool) for s in parts]) if parts else np.array([], bool)
+    cand = pd.Series(h).duplicated(keep=False).to_numpy(bool)
+    out = np.zeros(len(h), bool)
+    if cand.any():
+        pos = np.flatnonzero(cand)
+        ids = pd.concat(parts, ignore_index=True).iloc[pos]
+        out[pos] = ids.duplicated(keep="first").to_numpy(bool)
+    return out & ~na
+
+
+@dataclass
+class _Part:
+    """One input file once decided: its accepted rows (canonical) and the raw text of its rejected rows only."""
+
+    accepted: pd.DataFrame  # canonical dtypes (coerce_schema)
+    good: np.ndarray  # bool per row of the file: accepted
+    raw: pd.DataFrame  # the rejected rows as they came (every column of the file)
+    reason: np.ndarray
+    field: np.ndarray
+    source_file: np.ndarray
+    source_row: np.ndarray
+
+
+class _Split:
+    """Shared tail of every reader, fed one file at a time: area check, duplicate ids, accepted/rejected.
+
+    Each file is decided as soon as it has been read and validated (every check but one looks at its own
+    row only), so only its accepted canonical rows and the raw text of its *rejected* rows are kept; the
+    raw text of the accepted rows, most of the input, is dropped file by file. The exception is a duplicate
+    id whose first occurrence is in an earlier file: :meth:`result` finds those over all files at the end
+    and reads the raw text of just the files holding them again with ``reload(i)`` (the same reader, so the
+    same text); clean inputs never need it.
+    """
+
+    def __init__(self, *, boundary=None, tolerance_m: float = DEFAULT_BORDER_TOLERANCE_M, reload=None):
+        self.boundary = boundary
+        self.tolerance_m = tolerance_m
+        self.reload = reload
+        self._geom = None
+        self.parts: list[_Part] = []
+
+    def _area(self):
+        if self._geom is None:
+            b = self.boundary
+            geom = b.union_all() if hasattr(b, "union_all") else b
+            if self.tolerance_m:
+                geom = geom.buffer(self.tolerance_m)
+            shapely.prepare(geom)
+            self._geom = geom
+        return self._geom
+
+    def add(self, cand: _Candidates) -> None:
+        """Decide every row of one file (already validated by ``_validate_common``)."""
+        c = cand.canon
+        if self.boundary is not None:
+            geom = self._area()
+            x = c["x"].to_numpy(float)
+            y = c["y"].to_numpy(float)
+            fin = np.isfinite(x) & np.isfinite(y)
+            inside = np.zeros(len(c), bool)
+            inside[fin] = shapely.contains_xy(geom, x[fin], y[fin])
+            cand.reject(cand.ok & ~inside, "outside study area", "coordinates")
+        # duplicate ids within this file: the first occurrence is kept; only rows still accepted compete for
+        # an id (duplicates of rows in earlier files are found in result())
+        ok_ids = c["incident_id"].where(pd.Series(cand.ok))
+        dup = ok_ids.duplicated(keep="first").to_numpy(bool) & ok_ids.notna().to_numpy(bool)
+        cand.reject(dup, "duplicate id", "id")
+        good = cand.ok
+        self.parts.append(_Part(
+            accepted=coerce_schema(c.loc[good]),
+            good=good,
+            raw=cand.raw.loc[~good],
+            reason=cand.reason[~good],
+            field=cand.field[~good],
+            source_file=c.loc[~good, "source_file"].to_numpy(),
+            source_row=c.loc[~good, "source_row"].to_numpy(),
+        ))
+
+    def _cross_file_duplicates(self) -> None:
+        """Reject accepted rows whose id was accepted in an earlier file (the first occurrence is kept)."""
+        if len(self.parts) < 2:
+            return
+        dup = _later_duplicates([p.accepted["incident_id"] for p in self.parts])
+        if not dup.any():
+            return
+        start = 0
+        for i, p in enumerate(self.parts):
+            n = len(p.accepted)
+            d = dup[start:start + n]
+            start += n
+            if not d.any():
+                continue
+            rows = np.flatnonzero(p.good)
+            reason = np.full(len(p.good), None, dtype=object)
+            field = np.full(len(p.good), None, dtype=object)
+            reason[~p.good] = p.reason
+            field[~p.good] = p.field
+            reason[rows[d]] = "duplicate id"
+            field[rows[d]] = "id"
+            good = p.good.copy()
+            good[rows[d]] = False
+            raw = self.reload(i)
+            if len(raw) != len(good):
+                raise HarmspotError(f"{p.accepted['source_file'].iloc[0]}: file changed while it was being read")
+            # source_file/source_row of the rejected rows, in file order, from both sources
+            src_file = np.full(len(good), None, dtype=object)
+            src_row = np.zeros(len(good), dtype="int64")
+            src_file[~p.good] = p.source_file
+            src_row[~p.good] = p.source_row
+            src_file[rows[d]] = p.accepted.loc[d, "source_file"].to_numpy(dtype=object)
+            src_row[rows[d]] = p.accepted.loc[d, "source_row"].to_numpy(dtype="int64")
+            self.parts[i] = _Part(
+                accepted=p.accepted.loc[~d], good=good, raw=raw.loc[~good],
+                reason=reason[~good], field=field[~good],
+                source_file=src_file[~good], source_row=src_row[~good],
+            )
+
+    def result(self, *, files: list[str], source_kind: str) -> IngestResult:
+        self._cross_file_duplicates()
+        parts = self.parts
+        if parts:
+            acc = pd.concat([p.accepted for p in parts], ignore_index=True)
+            rej = pd.concat([p.raw for p in parts], ignore_index=True)
+        else:
+            acc, rej = _empty_canonical(), pd.DataFrame()
+        read = sum(len(p.good) for p in parts)
+
+        def cat(key, dtype):
+            return np.concatenate([getattr(p, key) for p in parts]) if parts else np.array([], dtype=dtype)
+
+        rej["reason"] = cat("reason", object)
+        rej["field"] = cat("field", object)
+        rej["source_file"] = cat("source_file", object)
+        rej["source_row"] = cat("source_row", "int64")
+        rej = rej.reset_index(drop=True)
+        return IngestResult(
+            accepted=IncidentTable(acc, rejected=len(rej)),
+            rejects=rej,
+            read=read,
+            files=files,
+            source_kind=source_kind,
+            boundary_tolerance_m=self.tolerance_m if self.boundary is not None else None,
+        )
 
 
 # ------------------------------------------------------------- police.uk bulk
@@ -468,23 +575,21 @@ def read_police_uk(
     ``puk-`` + a hash of their content and occurrence number.
     """
     members = _expand_paths(paths)
-    raws, canons = [], []
+    split = _Split(boundary=boundary, tolerance_m=tolerance_m, reload=lambda i: _read_csv_raw(*members[i]))
     for i, (name, opener) in enumerate(members):
         raw = _read_csv_raw(name, opener)
         missing = [c for c in POLICE_UK_REQUIRED if c not in raw.columns]
         if missing:
             raise NotACrimeTableError(name, missing, found=raw.columns, expected_format="data.police.uk street-level")
-        canons.append(_canon_police_uk(raw, name))
-        raws.append(raw)
+        cand = _Candidates(raw, _canon_police_uk(raw, name))
+        del raw
+        _validate_common(cand, raw_coord_fields=("Longitude", "Latitude"), date_field="Month",
+                         category_field="Crime type")
+        split.add(cand)
+        del cand  # the accepted rows' raw text goes now, file by file
         if progress:
             progress(i + 1, len(members), name)
-    raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
-    canon = pd.concat(canons, ignore_index=True) if canons else _empty_canonical()
-    cand = _Candidates(raw, canon)
-    _validate_common(cand, raw_coord_fields=("Longitude", "Latitude"), date_field="Month",
-                     category_field="Crime type")
-    return _finish(cand, boundary=boundary, tolerance_m=tolerance_m, files=[m[0] for m in members],
-                   source_kind="police-uk")
+    return split.result(files=[m[0] for m in members], source_kind="police-uk")
 
 
 def _canon_police_uk(raw: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -555,25 +660,27 @@ def read_police_api(
     else a content hash.
     """
     members = _expand_paths(paths)
-    raws, canons = [], []
+    split = _Split(boundary=boundary, tolerance_m=tolerance_m, reload=lambda i: _read_api_raw(*members[i]))
     for i, (name, opener) in enumerate(members):
-        if str(name).lower().endswith(".json"):
-            import json
-
-            with open(opener) as fh:
-                raw = pd.json_normalize(json.load(fh)).astype(str).replace({"None": "", "nan": ""})
-        else:
-            raw = _read_csv_raw(name, opener)
-        canons.append(_canon_police_api(raw, name))
-        raws.append(raw)
+        raw = _read_api_raw(name, opener)
+        cand = _Candidates(raw, _canon_police_api(raw, name))
+        del raw
+        _validate_common(cand, raw_coord_fields=("long", "lat"), date_field="month", category_field="category")
+        split.add(cand)
+        del cand
         if progress:
             progress(i + 1, len(members), name)
-    raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
-    canon = pd.concat(canons, ignore_index=True) if canons else _empty_canonical()
-    cand = _Candidates(raw, canon)
-    _validate_common(cand, raw_coord_fields=("long", "lat"), date_field="month", category_field="category")
-    return _finish(cand, boundary=boundary, tolerance_m=tolerance_m, files=[m[0] for m in members],
-                   source_kind="police-api")
+    return split.result(files=[m[0] for m in members], source_kind="police-api")
+
+
+def _read_api_raw(name: str, opener) -> pd.DataFrame:
+    """One API file (flattened CSV, or a JSON list of crimes) with every value as text."""
+    if str(name).lower().endswith(".json"):
+        import json
+
+        with open(opener) as fh:
+            return pd.json_normalize(json.load(fh)).astype(str).replace({"None": "", "nan": ""})
+    return _read_csv_raw(name, opener)
 
 
 def _pick(raw: pd.DataFrame, *names):
@@ -811,10 +918,14 @@ def read_table(
     df["_coord_missing"] = miss
     df["_coord_bad"] = bad
     cand = _Candidates(raw, df)
+    del raw
     _validate_common(cand, raw_coord_fields=coord_fields, date_field=date_field, category_field=cat_field)
+    split = _Split(boundary=boundary, tolerance_m=tolerance_m)  # one file: no duplicates across files
+    split.add(cand)
+    del cand
     if progress:
         progress(1, 1, name)
-    return _finish(cand, boundary=boundary, tolerance_m=tolerance_m, files=[name], source_kind="table")
+    return split.result(files=[name], source_kind="table")
 
 
 def require_nonempty(table: IncidentTable, what: str = "incidents") -> IncidentTable:

@@ -32,6 +32,13 @@ _SQL_TYPES = {
 }
 
 
+def _to_arrow(df: pd.DataFrame):
+    """The canonical frame as a pyarrow Table (the DuckDB insert scans it without Python objects)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
 def resolve_store_path(store: str | None) -> tuple[str, bool]:
     """(path or URL, automatic?) from --store, else $HARMSPOT_STORE, else ./harmspot.duckdb."""
     if store:
@@ -341,7 +348,9 @@ class DuckDBStore(ServiceTablesMixin, Store):
         with self._lock:
             bid = self.con.execute("SELECT nextval('batch_seq')").fetchone()[0]
             df = result.accepted.frame
-            self.con.register("_new", df)
+            # hand DuckDB an Arrow table: the frame's string columns are Arrow-backed already, so this is
+            # (nearly) zero-copy, while scanning the pandas frame costs ~150 MiB more for 200k rows
+            self.con.register("_new", _to_arrow(df))
             try:
                 self.con.execute("BEGIN")
                 before = self.con.execute("SELECT count(*) FROM incidents").fetchone()[0]

@@ -116,6 +116,130 @@ def test_police_uk_bad_values_rejected_with_field(tmp_path, town):
     assert len(r.accepted) == 5
 
 
+def _planted_police_uk(tmp_path, town):
+    """Three police.uk files written record by record with Python's csv module, with planted bad rows.
+
+    Returns (paths, {path: [record text, ...]} (header first), {(path, line): (reason, field)}).
+    """
+    import csv
+    import gzip
+    import io
+
+    frames = list(town.police_uk_frames().values())[:3]
+    a, b, c = (f.astype(str).copy() for f in frames)
+    cid = a["Crime ID"]
+    keep = [j for j in range(20, len(a)) if cid.iloc[j] != ""][0]  # an accepted row of file A
+    plant_a = {
+        1: ({"Longitude": "", "Location": 'On or near "Rue de l\'Église", Saint-Étienne'},
+            ("missing coordinates", "Longitude/Latitude")),
+        2: ({"Latitude": "fifty-one, north"}, ("unparsable coordinates", "Longitude/Latitude")),
+        3: ({"Month": "2025-13", "Location": "Ffordd Ŵyn, Caerdydd 😀"}, ("unparsable date", "Month")),
+        4: ({"Crime type": "Jaywalking"}, ("unknown category", "Crime type")),
+        5: ({"Crime ID": "dup-A"}, None),
+        6: ({"Crime ID": "dup-A", "Location": "second, \"same\" id"}, ("duplicate id", "id")),
+        7: ({"Longitude": "10.0", "Latitude": "60.0", "Location": "  padded, with spaces  "},
+            ("outside study area", "coordinates")),
+        8: ({"Longitude": "NA", "Last outcome category": "Line one\nline two, more"},
+            ("missing coordinates", "Longitude/Latitude")),
+    }
+    plant_b = {
+        0: ({"Crime ID": cid.iloc[keep], "Location": "Même id qu'un fichier antérieur, «A»"},
+            ("duplicate id", "id")),  # first occurrence in file A: found across files
+        1: ({"Latitude": " 95 "}, ("unparsable coordinates", "Longitude/Latitude")),
+    }
+    paths, records, expected = [], {}, {}
+    for name, f, plant in (("2025-01-street.csv", a, plant_a), ("2025-02-street.csv.gz", b, plant_b),
+                           ("2025-03-street.csv", c, {})):
+        path = tmp_path / "in" / name
+        path.parent.mkdir(exist_ok=True)
+        for i, (values, why) in plant.items():
+            for col, v in values.items():
+                f.loc[i, col] = v
+            if why:
+                expected[(str(path), i + 2)] = why
+        recs = []
+        for row in [list(f.columns)] + f.values.tolist():
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(row)
+            recs.append(buf.getvalue())
+        text = "".join(recs)
+        if name.endswith(".gz"):
+            path.write_bytes(gzip.compress(text.encode("utf-8")))
+        else:
+            path.write_bytes(text.encode("utf-8"))
+        paths.append(path)
+        records[str(path)] = recs
+    return paths, records, expected
+
+
+def test_rejects_file_holds_the_input_records_byte_for_byte(tmp_path, town):
+    """Rejected rows are written exactly as they came, with reason, field, file and line.
+
+    Reference: the input files themselves. Each file is written record by record with Python's csv module
+    (quoted fields with commas and quotes, non-ASCII text, padded values, an embedded newline), with planted
+    bad rows of every police.uk reason, a duplicate id within a file and one whose first occurrence is in an
+    earlier file. The rejects file must be, byte for byte, the input header plus, for each planted row in
+    file and line order, the input record followed by ``,reason,field,source_file,source_row``; the store's
+    ``rejects`` table must hold the same fields, and a second load of the same files adds nothing.
+    """
+    import csv
+    import io
+
+    from services.store import DuckDBStore
+
+    paths, records, expected = _planted_police_uk(tmp_path, town)
+    r = read_police_uk(tmp_path / "in", boundary=town.boundary)
+    assert r.read == sum(len(v) - 1 for v in records.values()) == len(r.accepted) + r.rejected
+    got = dict(zip(zip(r.rejects["source_file"], r.rejects["source_row"]), zip(r.rejects["reason"], r.rejects["field"])))
+    assert got == expected
+    header = records[str(paths[0])][0]
+    want = [header.rstrip("\n") + ",reason,field,source_file,source_row\n"]
+    order = {str(p): k for k, p in enumerate(paths)}
+    for (path, line), (reason, field) in sorted(expected.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([reason, field, path, line])
+        want.append(records[path][line - 1].rstrip("\n") + "," + buf.getvalue())
+    with DuckDBStore(tmp_path / "s.duckdb") as st:
+        s1 = st.add_ingest(r, rejects_dir=tmp_path / "rej")
+        assert open(s1.rejects_file, "rb").read() == "".join(want).encode("utf-8")
+        rows = st.rejects(s1.batch_id).sort_values(["source_file", "source_row"], key=lambda s: s.map(str))
+        cols = next(csv.reader(io.StringIO(header)))
+        for _, row in rows.iterrows():
+            rec = next(csv.reader(io.StringIO(records[row["source_file"]][row["source_row"] - 1])))
+            assert json.loads(row["raw"]) == dict(zip(cols, rec))
+            assert (row["reason"], row["field"]) == expected[(row["source_file"], row["source_row"])]
+        s2 = st.add_ingest(read_police_uk(tmp_path / "in", boundary=town.boundary), rejects_dir=tmp_path / "rej")
+        assert (s2.added, s2.duplicates) == (0, len(r.accepted))
+        assert open(s2.rejects_file, "rb").read() == open(s1.rejects_file, "rb").read()
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_cross_file_duplicates_equal_pandas_duplicated(monkeypatch, collide):
+    """Duplicate ids across files: the first occurrence in file order is kept, exactly.
+
+    Reference: ``pandas.Series.duplicated(keep="first")`` on the concatenated ids (what the reader did before
+    it decided file by file), with missing ids never duplicates. ``collide`` makes every 64-bit hash equal, so
+    the exact text comparison of hash-colliding rows is what decides.
+    """
+    import geo.incidents as gi
+
+    if collide:
+        monkeypatch.setattr(gi.pd.util, "hash_pandas_object",
+                            lambda s, index=False: pd.Series(np.zeros(len(s), dtype="uint64")))
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        vocab = np.array(["a", "b", "é,\"x\"", "a ", "", "puk-1", "puk-2"], dtype=object)
+        parts = []
+        for _ in range(rng.integers(1, 5)):
+            vals = list(rng.choice(vocab, rng.integers(0, 12)))
+            vals = [None if rng.random() < 0.1 else v for v in vals]
+            parts.append(pd.Series(vals, dtype=rng.choice(["string", "str", object])))
+        got = gi._later_duplicates(parts)
+        ids = pd.concat([p.astype("string") for p in parts], ignore_index=True) if parts else pd.Series([], dtype="string")
+        want = ids.duplicated(keep="first").to_numpy(bool) & ids.notna().to_numpy(bool)
+        assert (got == want).all(), (trial, [list(p) for p in parts])
+
+
 # ------------------------------------------------------------------------------------------ weights
 
 def test_weights_cchi_values_and_proactive_rule():
