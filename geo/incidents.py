@@ -799,38 +799,11 @@ def _flag(s: pd.Series) -> pd.Series:
     return out
 
 
-def read_table(
-    path,
-    mapping: Mapping,
-    *,
-    boundary=None,
-    tolerance_m: float = DEFAULT_BORDER_TOLERANCE_M,
-    progress=None,
-) -> IngestResult:
-    """Read a force records export (CSV, GeoPackage or Parquet) described by a mapping.
-
-    ``mapping`` is the parsed TOML (see :func:`load_mapping`)::
-
-        [columns]
-        id = "URN"
-        datetime = "Committed"          # or: date = "Date", time = "Time"
-        datetime_format = "%d/%m/%Y %H:%M"   # optional; else ISO / day-first parsing
-        x = "Easting"                   # or lon/lat
-        y = "Northing"
-        crs = "EPSG:27700"
-        offence_code = "HOCode"
-        category = "Group"              # police.uk type, API slug, or a key of [categories]
-        location = "Street"
-        victim_age = "VictimAge"
-        [flags]
-        domestic = "DA"                 # Y/N, yes/no, true/false, 1/0
-        [categories]
-        "Violence with injury" = "Violence and sexual offences"
-    """
+def _table_candidates(path, mapping: Mapping) -> _Candidates:
+    """One mapped force-export file read and validated (not yet split)."""
     path = Path(path)
     if not path.exists():
         raise HarmspotError(f"{path}: no such file")
-    mapping = check_mapping(mapping)
     raw = _read_any_table(path, mapping)
     cols = mapping["columns"]
     needed = [v for k, v in cols.items() if k not in ("datetime_format", "crs", "dayfirst")]
@@ -920,12 +893,55 @@ def read_table(
     cand = _Candidates(raw, df)
     del raw
     _validate_common(cand, raw_coord_fields=coord_fields, date_field=date_field, category_field=cat_field)
-    split = _Split(boundary=boundary, tolerance_m=tolerance_m)  # one file: no duplicates across files
-    split.add(cand)
-    del cand
-    if progress:
-        progress(1, 1, name)
-    return split.result(files=[name], source_kind="table")
+    return cand
+
+
+def read_table(
+    paths,
+    mapping: Mapping,
+    *,
+    boundary=None,
+    tolerance_m: float = DEFAULT_BORDER_TOLERANCE_M,
+    progress=None,
+) -> IngestResult:
+    """Read a force records export (CSV, GeoPackage or Parquet) described by a mapping.
+
+    ``paths``: one file or a list of files of the same export (e.g. one per year). Duplicate ids
+    are rejected across all of them (the first occurrence is kept), as in the other readers.
+
+    ``mapping`` is the parsed TOML (see :func:`load_mapping`)::
+
+        [columns]
+        id = "URN"
+        datetime = "Committed"          # or: date = "Date", time = "Time"
+        datetime_format = "%d/%m/%Y %H:%M"   # optional; else ISO / day-first parsing
+        x = "Easting"                   # or lon/lat
+        y = "Northing"
+        crs = "EPSG:27700"
+        offence_code = "HOCode"
+        category = "Group"              # police.uk type, API slug, or a key of [categories]
+        location = "Street"
+        victim_age = "VictimAge"
+        [flags]
+        domestic = "DA"                 # Y/N, yes/no, true/false, 1/0
+        [categories]
+        "Violence with injury" = "Violence and sexual offences"
+    """
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else list(paths))]
+    if not files:
+        raise HarmspotError("no files given")
+    for f in files:
+        if not f.exists():
+            raise HarmspotError(f"{f}: no such file")
+    mapping = check_mapping(mapping)
+    split = _Split(boundary=boundary, tolerance_m=tolerance_m, reload=lambda i: _read_any_table(files[i], mapping))
+    for i, f in enumerate(files):
+        cand = _table_candidates(f, mapping)
+        split.add(cand)
+        del cand
+        if progress:
+            progress(i + 1, len(files), str(f))
+    return split.result(files=[str(f) for f in files], source_kind="table")
 
 
 def require_nonempty(table: IncidentTable, what: str = "incidents") -> IncidentTable:

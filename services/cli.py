@@ -142,20 +142,7 @@ def ingest(
         elif fmt == "police-api":
             res = read_police_api(paths, boundary=area, tolerance_m=tolerance, progress=cb)
         else:
-            m = load_mapping(mapping)
-            parts = [read_table(p, m, boundary=area, tolerance_m=tolerance, progress=cb) for p in paths]
-            res = parts[0]
-            if len(parts) > 1:
-                import pandas as pd
-
-                from geo.incidents import IngestResult
-
-                acc = parts[0].accepted
-                for p in parts[1:]:
-                    acc = acc.concat(p.accepted)
-                res = IngestResult(acc, pd.concat([p.rejects for p in parts], ignore_index=True),
-                                   sum(p.read for p in parts), sum((p.files for p in parts), []), "table",
-                                   parts[0].boundary_tolerance_m)
+            res = read_table(paths, load_mapping(mapping), boundary=area, tolerance_m=tolerance, progress=cb)
     with st:
         if boundary:
             st.set_study_area(area, name=Path(boundary).name, source=str(boundary))
