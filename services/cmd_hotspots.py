@@ -302,6 +302,8 @@ def emerging(
     cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 250)."),
     res: ResOpt = None,
     band: Optional[float] = typer.Option(None, "--band", help="Distance band in metres (default cell x sqrt(2))."),
+    ring: Optional[int] = typer.Option(None, "--ring", help="H3 grid-ring neighbours (when no --band; default 1)."),
+    contiguity: str = typer.Option("queen", "--contiguity", help="queen | rook (polygons, when no --band)."),
     freq: str = typer.Option("auto", "--freq", help="auto | M | 7D | 14D (auto: from the span; months for police.uk)."),
     weight: WeightOpt = None,
     adjust: str = typer.Option("fdr", "--adjust", help="fdr | bonferroni | none (per time step)."),
@@ -323,7 +325,7 @@ def emerging(
     inc, area, period, pchoices, cats, wt, inputs = _load(store, date_from, date_to, category, weights, proactive,
                                                           boundary)
     result = emerging_hotspots(inc, units, wt, area=area, period=period, categories=cats, freq=freq, band=band,
-                               weight=weight, adjust=adjust, alpha=alpha, inputs=inputs,
+                               ring=ring, contiguity=contiguity, weight=weight, adjust=adjust, alpha=alpha, inputs=inputs,
                                neighbour_cache=_neighbour_cache(store))
     result.choices = pchoices + uchoices + wchoices + result.choices
     pt = result.tables["patterns"]

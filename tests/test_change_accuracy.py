@@ -149,6 +149,12 @@ def test_cli_kde_emerging_change_accuracy(tmp_path, town_store):
     e = run("emerging", "--cell", "250", "--weight", "count", "--out", str(tmp_path / "e.gpkg"))
     assert e["params"]["freq"] == "M" and len(e["steps"]) == 12  # a year of data: monthly steps, echoed
     assert any(c["name"] == "time step" for c in e["choices"])
+    # H3 units with ring-2 neighbours: the ring is echoed, and a second run reuses the stored matrix
+    e2 = [run("emerging", "--grid", "h3", "--res", "8", "--ring", "2", "--weight", "count",
+              "--out", str(tmp_path / f"e{i}.gpkg")) for i in (2, 3)]
+    assert e2[0]["params"]["ring_k"] == 2 and e2[0]["params"]["neighbours"] == "h3 grid ring"
+    said = [{c["name"]: c["value"] for c in r["choices"]}["neighbour matrix"] for r in e2]
+    assert said == ["built now and cached", "reused from the store"] and e2[0]["patterns"] == e2[1]["patterns"]
     c = run("change", "--cell", "250", "--top", "10", "--out", str(tmp_path / "c.gpkg"))
     assert c["params"]["before"]["end"] < c["params"]["after"]["start"] and 0 <= c["jaccard_top_n"] <= 1
     a = run("accuracy", "--train", "2025-07:2025-09", "--cell", "250", "--methods", "count,harm",
