@@ -106,6 +106,10 @@ def load_spatial(con) -> None:
     con.execute(f"LOAD '{ext.as_posix()}'")
 
 
+#: Neighbour matrices kept in a store (newest first; ~1 MB each for 30k H3 cells).
+NEIGHBOUR_MATRICES_KEPT = 64
+
+
 class ServiceTablesMixin:
     """The service tables (API keys, audit log, layers, runs) for any backend, written once.
 
@@ -207,10 +211,13 @@ class ServiceTablesMixin:
         rows = self._rows(self._sql("SELECT matrix FROM neighbour_matrices WHERE matrix_key = ?"), [key])
         return bytes(rows[0]["matrix"]) if rows else None
 
-    def put_neighbours(self, key: str, data: bytes) -> None:
+    def put_neighbours(self, key: str, data: bytes, keep: int = NEIGHBOUR_MATRICES_KEPT) -> None:
+        """Save a matrix (replacing one with the same key); only the ``keep`` newest are kept."""
         self._write([(self._sql("DELETE FROM neighbour_matrices WHERE matrix_key = ?"), [key]),
                      (self._sql("INSERT INTO neighbour_matrices (matrix_key, created, nbytes, matrix) VALUES (?,?,?,?)"),
-                      [key, _now(), len(data), data])])
+                      [key, _now(), len(data), data]),
+                     (self._sql("DELETE FROM neighbour_matrices WHERE matrix_key NOT IN (SELECT matrix_key FROM "
+                                f"neighbour_matrices ORDER BY created DESC, matrix_key LIMIT {int(keep)})"), [])])
 
     def neighbour_cache(self, size: int = 8):
         """A :class:`geo.gistar.NeighbourCache` kept in memory and in this store."""

@@ -171,3 +171,21 @@ def test_cli_gistar_reuses_the_stored_matrix(tmp_path, town_store):
     with DuckDBStore(store) as st:
         n = st._rows("SELECT count(*) AS n FROM neighbour_matrices")[0]["n"]
     assert n == 1
+
+
+def test_store_keeps_only_the_newest_matrices(tmp_path):
+    """Planted: five matrices saved one after another with keep=3; the three newest remain, and saving
+    an existing key again replaces it (no duplicate rows)."""
+    import time
+
+    from services.store import DuckDBStore
+
+    nb = contiguity_neighbours(_voronoi(50).geometry, "queen")
+    with DuckDBStore(tmp_path / "s.duckdb") as st:
+        for i in range(5):
+            st.put_neighbours(f"k{i}", nb.to_bytes(), keep=3)
+            time.sleep(0.01)
+        st.put_neighbours("k4", nb.to_bytes(), keep=3)
+        keys = sorted(r["matrix_key"] for r in st._rows("SELECT matrix_key FROM neighbour_matrices"))
+        assert keys == ["k2", "k3", "k4"]
+        assert _same(SparseNeighbours.from_bytes(st.get_neighbours("k3")), nb) and st.get_neighbours("k0") is None
