@@ -31,6 +31,8 @@ BoundaryOpt = Annotated[Optional[str], typer.Option("--boundary",
                                                     help="Study area (default: the one saved at ingest).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help=".gpkg, .geojson, .csv or .parquet")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary (last line).")]
+RingOpt = Annotated[Optional[int], typer.Option("--ring", help="H3 grid-ring neighbours (when no --band; default 1).")]
+ContiguityOpt = Annotated[str, typer.Option("--contiguity", help="queen | rook (polygons, when no --band).")]
 
 hotspots_app = typer.Typer(
     name="hotspots",
@@ -202,8 +204,8 @@ def gistar(
     res: ResOpt = None,
     band: Optional[float] = typer.Option(None, "--band", help="Distance band in metres between unit centroids "
                                          "(default: cell x sqrt(2) for squares; ring 1 for H3; contiguity for polygons)."),
-    ring: Optional[int] = typer.Option(None, "--ring", help="H3 grid-ring neighbours (when no --band)."),
-    contiguity: str = typer.Option("queen", "--contiguity", help="queen | rook (polygons, when no --band)."),
+    ring: RingOpt = None,
+    contiguity: ContiguityOpt = "queen",
     weight: Optional[str] = typer.Option(None, "--weight", help="count | harm: the variable tested (default harm)."),
     adjust: str = typer.Option("fdr", "--adjust", help="fdr (Benjamini-Hochberg) | bonferroni | none."),
     permutations: int = typer.Option(0, "--permutations", help="0 = normal p-values; N = conditional permutations."),
@@ -302,8 +304,8 @@ def emerging(
     cell: Optional[float] = typer.Option(None, "--cell", help="Square size in metres (default 250)."),
     res: ResOpt = None,
     band: Optional[float] = typer.Option(None, "--band", help="Distance band in metres (default cell x sqrt(2))."),
-    ring: Optional[int] = typer.Option(None, "--ring", help="H3 grid-ring neighbours (when no --band; default 1)."),
-    contiguity: str = typer.Option("queen", "--contiguity", help="queen | rook (polygons, when no --band)."),
+    ring: RingOpt = None,
+    contiguity: ContiguityOpt = "queen",
     freq: str = typer.Option("auto", "--freq", help="auto | M | 7D | 14D (auto: from the span; months for police.uk)."),
     weight: WeightOpt = None,
     adjust: str = typer.Option("fdr", "--adjust", help="fdr | bonferroni | none (per time step)."),
