@@ -198,5 +198,7 @@ def predictive_accuracy(
 
 def _with_index(units, frame):
     if units.kind == "h3" and "h3" not in frame:
-        return frame.assign(h3=np.array([int(c, 16) for c in frame["cell_id"]], dtype=np.uint64))
+        from .units import H3Units
+
+        return frame.assign(h3=H3Units.from_str(frame["cell_id"]))
     return frame

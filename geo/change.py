@@ -76,7 +76,9 @@ def units_frame_like(units, layer):
 
         f["ix"], f["iy"] = square_index(layer, units.cell)
     elif kind == "h3":
-        f["h3"] = np.array([int(c, 16) for c in layer["cell_id"]], dtype=np.uint64)
+        from .units import H3Units
+
+        f["h3"] = H3Units.from_str(layer["cell_id"])
     return f
 
 

@@ -213,6 +213,14 @@ class SparseNeighbours:
         self.cardinality = np.asarray(m.sum(axis=1)).ravel()
 
     @classmethod
+    def _from_csr(cls, matrix, rule: dict) -> "SparseNeighbours":
+        """Wrap a CSR matrix that is already binary with the diagonal set (no copy, no re-normalising)."""
+        self = cls.__new__(cls)
+        self.matrix, self.n, self.rule = matrix, matrix.shape[0], rule
+        self.cardinality = np.diff(matrix.indptr).astype(float)
+        return self
+
+    @classmethod
     def _from_pairs(cls, pairs, n: int, rule: dict) -> "SparseNeighbours":
         """From sorted unique keys ``i * n + j`` (i < j): symmetric, self included, built as CSR directly."""
         pairs = np.asarray(pairs, np.int64)
@@ -222,11 +230,7 @@ class SparseNeighbours:
         rows, cols = np.divmod(key, n)
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        m = sparse.csr_matrix((np.ones(key.size), cols, indptr), shape=(n, n))
-        self = cls.__new__(cls)
-        self.matrix, self.n, self.rule = m, n, rule
-        self.cardinality = np.diff(indptr).astype(float)
-        return self
+        return cls._from_csr(sparse.csr_matrix((np.ones(key.size), cols, indptr), shape=(n, n)), rule)
 
     def describe(self) -> dict:
         return {**self.rule, "self_included": True, "weights": "binary",
@@ -255,11 +259,7 @@ class SparseNeighbours:
             rule = json.loads(z["rule"].tobytes().decode())
         if indptr.size != n + 1 or indptr[-1] != indices.size:
             raise HarmspotError("stored neighbour matrix is damaged (CSR sizes disagree)")
-        self = cls.__new__(cls)
-        self.matrix = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
-        self.n, self.rule = n, rule
-        self.cardinality = np.diff(indptr).astype(float)
-        return self
+        return cls._from_csr(sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n)), rule)
 
     def lag(self, y) -> np.ndarray:
         return self.matrix @ np.asarray(y, float)
@@ -432,10 +432,7 @@ def _h3_ring_localij(cells: np.ndarray, k: int, anchor: int | None = None) -> Sp
     indices = cols[cols >= 0]  # -1 (not a unit) sorts first in each unit's row
     m = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
     m.has_sorted_indices = True
-    self = SparseNeighbours.__new__(SparseNeighbours)
-    self.matrix, self.n, self.rule = m, n, {"neighbours": "h3 grid ring", "ring_k": k}
-    self.cardinality = np.diff(indptr).astype(float)
-    return self
+    return SparseNeighbours._from_csr(m, {"neighbours": "h3 grid ring", "ring_k": k})
 
 
 def _h3_ring_disk(cells: np.ndarray, k: int) -> SparseNeighbours:
@@ -471,10 +468,7 @@ def _h3_ring_disk(cells: np.ndarray, k: int) -> SparseNeighbours:
         m = sparse.csr_matrix((np.ones(rows.size), col[hit], indptr), shape=(n, n))
         m.sort_indices()
         if n and m.diagonal().all():
-            self = SparseNeighbours.__new__(SparseNeighbours)
-            self.matrix, self.n, self.rule = m, n, {"neighbours": "h3 grid ring", "ring_k": int(k)}
-            self.cardinality = np.diff(indptr).astype(float)
-            return self
+            return SparseNeighbours._from_csr(m, {"neighbours": "h3 grid ring", "ring_k": int(k)})
         return SparseNeighbours(m, {"neighbours": "h3 grid ring", "ring_k": int(k)})
     order = np.argsort(cells)  # duplicated ids: every disk member maps to one of its copies
     pos = np.clip(np.searchsorted(cells[order], vals), 0, max(n - 1, 0))
@@ -1031,8 +1025,9 @@ def neighbours_key(kind: str, frame, rule: dict) -> str:
 
 
 def _h3_cells(frame) -> np.ndarray:
-    return frame["h3"].to_numpy(np.uint64) if "h3" in frame else \
-        np.array([int(c, 16) for c in frame["cell_id"]], dtype=np.uint64)
+    from .units import H3Units
+
+    return frame["h3"].to_numpy(np.uint64) if "h3" in frame else H3Units.from_str(frame["cell_id"])
 
 
 # ------------------------------------------------------------------------------------------ analysis

@@ -102,8 +102,9 @@ class Lattice:
             out[u - s : v - s] = b
 
     def _run_blocks(self, x, y, per_block) -> list:
-        """Call ``per_block(s, e, codes)`` for every block of points (padded codes of points
-        ``s:e`` in ``codes``), blocks shared among threads; returns each thread's last value."""
+        """Call ``per_block(s, e, codes, value)`` for every block of points (padded codes of points
+        ``s:e`` in ``codes``; ``value`` is what this thread's previous call returned, None at first),
+        blocks shared among threads; returns each thread's last value."""
         xa, ya = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
         xa, ya = np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel()
         n = xa.size
@@ -321,6 +322,11 @@ class H3Units:
     @staticmethod
     def to_str(cells: np.ndarray) -> np.ndarray:
         return np.array([format(int(c), "x") for c in cells], dtype=object)
+
+    @staticmethod
+    def from_str(ids) -> np.ndarray:
+        """uint64 cells from hex ids (the ``cell_id`` of an H3 layer); inverse of :meth:`to_str`."""
+        return np.array([int(c, 16) for c in ids], dtype=np.uint64)
 
     def frame(self, area=None, points_lonlat: np.ndarray | None = None):
         """Cells covering ``area`` (centroid in area, as h3 polyfill) plus any cell holding a point."""
