@@ -376,7 +376,7 @@ def check_size(n_points: int, values, bandwidth: float, kernel: str, cell: float
 
 
 def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_sample: int = 40,
-                seed: int = 0, tree=None, cells: "PointCells | None" = None) -> dict:
+                seed: int = 0, cells: "PointCells | None" = None) -> dict:
     """Exact sum at the peak and sampled cells vs the binned surface: max |error| / peak.
 
     ``n_sample`` is a minimum: :func:`check_size` raises it while the exact sums stay cheap
@@ -386,7 +386,7 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
     cells within the kernel support plus one cell of a checked cell, and any outside the
     lattice): the sums are the same, without a KD-tree over every point. ``cells`` (a
     :class:`PointCells` over these points, as :func:`kde_auto` builds once for several
-    checks) or ``tree`` (a cKDTree over all of ``(x, y)``) skip that filter.
+    checks) replaces that filter and the KD-tree.
     """
     from scipy import ndimage
 
@@ -398,24 +398,16 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
         if cells.lattice != lattice or cells.bandwidth != float(bandwidth) or cells.kernel != kernel:
             raise HarmspotError("check_error: the PointCells were built for another lattice, bandwidth or kernel")
         exact = cells.exact(idx, scale)
-        peak = float(max(values.max(initial=0), exact.max(initial=0)))
-        err = float(np.abs(values.ravel()[idx] - exact).max(initial=0) / peak) if peak > 0 else 0.0
-        return {"cells_checked": int(idx.size), "max_rel_error_of_peak": err, "peak": peak}
-    gx, gy = lattice.centres()
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if tree is not None:
-        exact = kde_exact(x, y, w, gx[idx], gy[idx], bandwidth, kernel, scale, tree=tree)
     else:
+        x, y = np.asarray(x, float), np.asarray(y, float)
         reach = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
         near = np.zeros(lattice.ny * lattice.nx, bool)
         near[idx] = True
         near = ndimage.maximum_filter(near.reshape(lattice.ny, lattice.nx), size=2 * reach + 1, mode="constant")
-        ix = np.floor(x / lattice.cell).astype(np.int64) - lattice.ix0
-        iy = np.floor(y / lattice.cell).astype(np.int64) - lattice.iy0
-        inside = (ix >= 0) & (ix < lattice.nx) & (iy >= 0) & (iy < lattice.ny)
-        keep = ~inside
-        keep[inside] = near[iy[inside], ix[inside]]
+        code = lattice.flat(x, y)
+        keep = near.ravel()[code] | (code < 0)  # near a checked cell, or off the lattice
         ws = None if w is None else np.asarray(w, float)[keep]
+        gx, gy = lattice.centres()
         exact = kde_exact(x[keep], y[keep], ws, gx[idx], gy[idx], bandwidth, kernel, scale)
     peak = float(max(values.max(initial=0), exact.max(initial=0)))
     err = float(np.abs(values.ravel()[idx] - exact).max(initial=0) / peak) if peak > 0 else 0.0

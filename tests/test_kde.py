@@ -232,12 +232,13 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
         peak = max(vals.max(), exact.max())
         assert chk["cells_checked"] == idx.size
         assert chk["max_rel_error_of_peak"] == pytest.approx(np.abs(vals.ravel()[idx] - exact).max() / peak, rel=1e-9)
-        # and with a KD-tree over all points handed in (as kde_auto does for its later checks)
-        from scipy.spatial import cKDTree
+        # and with the points grouped by cell handed in (as kde_auto does for every check)
+        from geo.kde import PointCells
 
-        chk_t = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5,
-                            tree=cKDTree(pts))
-        assert chk_t["max_rel_error_of_peak"] == pytest.approx(chk["max_rel_error_of_peak"], rel=1e-9)
+        chk_c = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5,
+                            cells=PointCells(pts[:, 0], pts[:, 1], None, lat, h, kernel))
+        assert chk_c["cells_checked"] == idx.size
+        assert chk_c["max_rel_error_of_peak"] == pytest.approx(chk["max_rel_error_of_peak"], rel=1e-9)
 
 
 def test_check_size_covers_every_cell_of_small_problems_and_caps_large_ones():
