@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from geo.errors import HarmspotError
-from services.ui import console, echo_choices, echo_params, print_json, progress_bar
+from services.ui import STORE_HELP, console, echo_choices, echo_params, print_json, progress_bar
 
 app = typer.Typer(
     name="harmspot",
@@ -35,8 +35,6 @@ COMMAND_MODULES = [
     "services.cmd_maps",
     "services.cmd_serve",
 ]
-
-STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
 
 
 def open_cli_store(store: str | None, read_only: bool = False):

@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from services.ui import STORE_HELP
+
 
 def _read_previous(path: Path):
     """Last cycle's output (GeoJSON/GeoPackage/CSV) as a DataFrame with ``spot_id``."""
@@ -42,7 +44,7 @@ def register(app) -> None:
     @app.command(epilog="Example: harmspot grip --store essex.duckdb --towns towns.gpkg --name-col name --n 20 "
                  "--cell 150 --from 2018-03 --to 2019-02 --out grip.geojson --plan plan.csv --json")
     def grip(
-        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
         towns: str = typer.Option(..., "--towns", help="Town polygons (GeoJSON/GeoPackage/...); one row per town."),
         name_col: str = typer.Option("name", "--name-col", help="Column of --towns holding the town name."),
         n: int = typer.Option(20, "--n", help="Spots per town (ignored with --budget)."),
@@ -231,7 +233,7 @@ def _register_minerva(app) -> None:
     @app.command(epilog="Example: harmspot minerva --store town.duckdb --units square --cell 250 --fear fear.csv "
                  "--layer pubs=pubs.csv --layer stations=stations.csv --out zones.geojson --json")
     def minerva(
-        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
         units: str = typer.Option(..., "--units", help="Unit polygons FILE (Output Areas, LSOAs), or 'square' / 'h3'."),
         id_col: Optional[str] = typer.Option(None, "--id-col", help="Id column of the --units FILE."),
         cell: float = typer.Option(250.0, "--cell", help="Square size (m) with --units square."),

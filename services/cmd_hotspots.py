@@ -12,7 +12,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
+from services.ui import STORE_HELP
+
 DEFAULT_WEIGHTS = "cchi-national-2026"
 
 # Options several hotspot commands share (same flag, type and help); defaults are given at each parameter.

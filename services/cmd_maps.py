@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from services.ui import STORE_HELP
+
 MARKING_HELP = "Protective marking shown on every page and map (e.g. OFFICIAL-SENSITIVE)."
 
 
@@ -105,7 +107,7 @@ def register(app) -> None:
     @app.command("pack", epilog="Example: harmspot pack --store essex.duckdb --towns towns.gpkg --name-col name "
                  "--from 2018-03 --to 2019-02 --marking OFFICIAL-SENSITIVE --out tasking-2019-02")
     def pack_cmd(
-        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
         towns: str = typer.Option(..., "--towns", help="Town polygons; one briefing page per town."),
         name_col: str = typer.Option("name", "--name-col", help="Column of --towns holding the town name."),
         out: Path = typer.Option(..., "--out", help="Folder to write (DIR.zip is written beside it)."),

@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from services.ui import STORE_HELP
+
 
 def _read_polygons(path: str, what: str):
     import warnings
@@ -206,7 +208,7 @@ def register(app) -> None:
     @app.command(epilog="Example: harmspot evaluate --store essex.duckdb --treated grip.geojson --control auto "
                  "--buffer 100 --before 2018-01:2018-06 --after 2018-07:2018-12 --report eval.html --json")
     def evaluate(
-        store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+        store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
         treated: str = typer.Option(..., "--treated", help="Treated spot polygons with an id column."),
         control: str = typer.Option("auto", "--control", help="Control polygons, or 'auto' to match automatically."),
         id_col: str = typer.Option("spot_id", "--id-col", help="Id column of --treated (and --control)."),

@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from services.ui import STORE_HELP
+
 NA_VALUES = ["", "\\N", "NA", "N/A", "NULL", "null"]
 
 
@@ -128,7 +130,7 @@ def _split_for_comparison(st, period, test_from, test_to):
 
 
 def rtm_command(
-    store: Optional[str] = typer.Option(None, "--store", help="Store: DuckDB file or postgresql:// URL."),
+    store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
     factor: List[str] = typer.Option(..., "--factor", help="Risk factor NAME=FILE (CSV with longitude/latitude, "
                                      "lon/lat or easting/northing; or any vector file); repeat."),
     where: Optional[List[str]] = typer.Option(None, "--where", help="Keep rows of a factor file: "

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
+from services.ui import STORE_HELP
+
 
 keys_app = typer.Typer(help="Create, revoke and list API keys (only their hashes are stored).",
                        no_args_is_help=True)

@@ -10,6 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from geo.result import AnalysisResult, jsonable
 
+#: Help text of every command's ``--store`` option.
+STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."
+
 console = Console(stderr=True, highlight=False)
 
 
