@@ -36,6 +36,12 @@ def _geom_of(area):
 
 _BIN_STEP = 1 << 16  # points per vectorised step of Lattice.bincount (intermediates stay in cache)
 _BIN_BLOCK = 1 << 19  # points per histogram in Lattice.bincount (one block per thread at a time)
+_KERNEL_SPLIT = 1 << 17  # points per thread at least, before the compiled kernel uses a second thread
+
+try:  # the optional compiled kernel (geo/_binning.c, built at install when a C compiler is there)
+    from . import _binning as _kernel
+except ImportError:  # pragma: no cover - depends on the install
+    _kernel = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,38 @@ class Lattice:
     # on every side: column and row numbers are clamped into the pad with fmax/fmin (NaN
     # and inf land there too), so off-lattice points need no mask, no compaction and no
     # copy. Blocks of points run on a few threads (numpy releases the GIL).
+
+    # With the compiled kernel (geo/_binning.c) the same floor(x / cell) codes are made and
+    # counted in one fused pass per thread, with no code array in memory; it is used when
+    # installed and the lattice has fewer than 2**31 cells. ``kernel=False`` forces numpy.
+
+    def _use_kernel(self, kernel) -> bool:
+        return kernel is not False and _kernel is not None and self.size < 2**31 - 1
+
+    def _kernel_parts(self, x, y, n_out: int | None = None):
+        """Contiguous float64 x, y and the (start, end) slices the kernel threads take. Threads
+        are used when every thread gets at least ``_KERNEL_SPLIT`` points and, where each needs
+        its own ``n_out``-long output, no more cells than points."""
+        xa, ya = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
+        xa, ya = np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel()
+        n = xa.size
+        k = max(1, min(_cpu_threads(), n // _KERNEL_SPLIT))
+        if n_out is not None and n_out > n // k:
+            k = 1
+        cuts = [n * i // k for i in range(k + 1)]
+        return xa, ya, list(zip(cuts[:-1], cuts[1:]))
+
+    @staticmethod
+    def _threads(fn, parts) -> list:
+        if len(parts) == 1:
+            return [fn(*parts[0])]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return list(pool.map(lambda p: fn(*p), parts))
+
+    def _kernel_args(self) -> tuple:
+        return (float(self.cell), int(self.ix0), int(self.iy0), int(self.nx), int(self.ny))
 
     def _padded_codes(self, x, y, s: int, e: int, out: np.ndarray) -> None:
         """Codes of points ``s:e`` on the padded lattice, written to ``out[: e - s]``."""
@@ -135,8 +173,17 @@ class Lattice:
         t[1:-1, 1:-1] = np.asarray(values).reshape(self.ny, self.nx)
         return t.ravel()
 
-    def lookup(self, x, y, table: np.ndarray) -> np.ndarray:
+    def lookup(self, x, y, table: np.ndarray, kernel=None) -> np.ndarray:
         """``table[flat code]`` for each point, ``-1`` off the lattice (``table``: one int per cell)."""
+        if self._use_kernel(kernel):
+            xa, ya, parts = self._kernel_parts(x, y)
+            t = np.ascontiguousarray(table, np.int64).ravel()
+            if t.size != self.size:
+                raise ValueError(f"lookup table has {t.size} values for a lattice of {self.size} cells")
+            out = np.empty(xa.size, np.int64)
+            args = self._kernel_args()
+            self._threads(lambda s, e: _kernel.lookup(xa[s:e], ya[s:e], *args, t, out[s:e]), parts)
+            return out
         padded = self._padded_table(np.asarray(table, np.int64), -1)
         n = np.broadcast_shapes(np.shape(x), np.shape(y))
         out = np.empty(int(np.prod(n)), np.int64)
@@ -147,17 +194,34 @@ class Lattice:
         self._run_blocks(x, y, put)
         return out
 
-    def flat(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def flat(self, x: np.ndarray, y: np.ndarray, kernel=None) -> np.ndarray:
         """Flat codes for points; -1 for points off the lattice."""
-        return self.lookup(x, y, np.arange(self.size, dtype=np.int64))
+        return self.lookup(x, y, np.arange(self.size, dtype=np.int64), kernel=kernel)
 
-    def bincount(self, x, y, weights=None) -> np.ndarray:
-        """Counts (or weight sums) per lattice cell as an (ny, nx) array, row 0 = south."""
+    def bincount(self, x, y, weights=None, kernel=None) -> np.ndarray:
+        """Counts (or weight sums) per lattice cell as an (ny, nx) array, row 0 = south.
+
+        ``kernel=False`` uses the numpy path even where the compiled kernel is installed (both
+        give the same cells; weight sums may differ in the last bits, as the order of addition
+        differs)."""
         nb = (self.nx + 2) * (self.ny + 2)
         w = None
         if weights is not None:
             w = np.asarray(weights, float)
             w = np.ascontiguousarray(np.broadcast_to(w, np.broadcast_shapes(np.shape(x), np.shape(y), w.shape))).ravel()
+        if self._use_kernel(kernel):
+            xa, ya, parts = self._kernel_parts(x, y, n_out=self.size)
+            args = self._kernel_args()
+
+            def run(s, e):
+                h = np.zeros(self.size, np.int64 if w is None else float)
+                _kernel.accumulate(xa[s:e], ya[s:e], *args, None if w is None else w[s:e], h)
+                return h
+
+            hs = self._threads(run, parts)
+            for h in hs[1:]:
+                hs[0] += h
+            return hs[0].reshape(self.ny, self.nx)
 
         def count(s, e, codes, acc):
             h = np.bincount(codes, weights=None if w is None else w[s:e], minlength=nb)

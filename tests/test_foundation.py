@@ -6,12 +6,15 @@ position, category and time, and the force export's bad rows carry the reason th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from geo.aggregate import count_units, unit_window_matrix
 from geo.errors import HarmspotError, NotACrimeTableError, PeriodError, WeightTableError
@@ -330,16 +333,48 @@ def test_lattice_bincount_equals_histogram2d():
     assert np.array_equal(lat.bincount(x, y), ref)
 
 
-@pytest.mark.parametrize("block,step", [(1 << 19, 1 << 16), (64, 16)])
-def test_lattice_binning_blocks_equal_the_definition(monkeypatch, block, step):
-    """Reference: the plain definition floor(x / cell) with explicit range tests, point by point
-    in numpy. Small blocks force the multi-block, multi-thread path. Exact equality for counts,
-    flat codes and lookups; weighted sums to 1e-12 (blocks add in a different order)."""
+def _binning_path(monkeypatch, path: str):
+    """Select one binning path of geo.units.Lattice: the numpy path with default or tiny blocks
+    (tiny ones force the multi-block, multi-thread code), or the compiled kernel (geo/_binning.c)
+    on one thread or split over three. The kernel is built at install where a C compiler is
+    present; without it the kernel cases skip, except under CI where it must be built."""
     import geo.units as U
 
-    monkeypatch.setattr(U, "_BIN_BLOCK", block)
-    monkeypatch.setattr(U, "_BIN_STEP", step)
+    if path.startswith("numpy"):
+        monkeypatch.setattr(U, "_kernel", None)
+        if path == "numpy-small-blocks":
+            monkeypatch.setattr(U, "_BIN_BLOCK", 64)
+            monkeypatch.setattr(U, "_BIN_STEP", 16)
+    else:
+        if U._kernel is None:
+            msg = "the compiled binning kernel geo._binning is not built (no C compiler at install?)"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(msg + " - under CI it must be built")
+            pytest.skip(msg)
+        if path == "kernel-threads":
+            monkeypatch.setattr(U, "_KERNEL_SPLIT", 100)
     monkeypatch.setattr(U, "_cpu_threads", lambda: 3)
+
+
+def _binning_reference(lat, x, y):
+    """The plain definition: floor(x / cell) with explicit range tests, in numpy, per point."""
+    with np.errstate(invalid="ignore"):
+        cx, cy = np.floor(x / lat.cell) - lat.ix0, np.floor(y / lat.cell) - lat.iy0
+        ok = (cx >= 0) & (cx < lat.nx) & (cy >= 0) & (cy < lat.ny)
+    return ok, np.where(ok, np.nan_to_num(cy * lat.nx + cx), -1).astype(np.int64)
+
+
+BINNING_PATHS = ["numpy", "numpy-small-blocks", "kernel", "kernel-threads"]
+
+
+@pytest.mark.parametrize("path", BINNING_PATHS)
+def test_lattice_binning_equals_the_definition(monkeypatch, path):
+    """Reference: :func:`_binning_reference`. Exact equality for counts, flat codes and lookups;
+    weighted sums to 1e-12 (blocks and threads add in a different order). Points exactly on
+    cell edges, one ulp either side of them, off the lattice, NaN and +-inf are all planted."""
+    import geo.units as U
+
+    _binning_path(monkeypatch, path)
     rng = np.random.default_rng(7)
     lat = Lattice(150.0, 3400, 1200, 7, 5)
     n = 5_003
@@ -347,21 +382,83 @@ def test_lattice_binning_blocks_equal_the_definition(monkeypatch, block, step):
     y = rng.uniform(lat.iy0 * 150 - 400, (lat.iy0 + lat.ny) * 150 + 400, n)
     x[:40] = (lat.ix0 + rng.integers(-1, lat.nx + 2, 40)) * 150.0  # exactly on cell edges
     y[40:80] = (lat.iy0 + rng.integers(-1, lat.ny + 2, 40)) * 150.0
-    x[80], y[81], x[82], y[83] = np.nan, np.inf, -np.inf, np.nan
+    x[90:130] = np.nextafter((lat.ix0 + rng.integers(0, lat.nx + 1, 40)) * 150.0, -np.inf)  # one ulp below
+    y[130:170] = np.nextafter((lat.iy0 + rng.integers(0, lat.ny + 1, 40)) * 150.0, np.inf)  # one ulp above
+    x[80], y[81], x[82], y[83], x[84] = np.nan, np.inf, -np.inf, np.nan, 1e300
     w = rng.uniform(0, 5, n)
-    with np.errstate(invalid="ignore"):
-        cx, cy = np.floor(x / 150) - lat.ix0, np.floor(y / 150) - lat.iy0
-        ok = (cx >= 0) & (cx < lat.nx) & (cy >= 0) & (cy < lat.ny)
-    ref = np.where(ok, np.nan_to_num(cy * lat.nx + cx), -1).astype(np.int64)
+    ok, ref = _binning_reference(lat, x, y)
     assert 0 < ok.sum() < n - 100
     assert np.array_equal(lat.flat(x, y), ref)
     counts = np.bincount(ref[ok], minlength=lat.size).reshape(lat.ny, lat.nx)
-    assert np.array_equal(lat.bincount(x, y), counts)
+    got = lat.bincount(x, y)
+    assert got.dtype == np.int64 and np.array_equal(got, counts)
     sums = np.bincount(ref[ok], w[ok], minlength=lat.size).reshape(lat.ny, lat.nx)
     np.testing.assert_allclose(lat.bincount(x, y, w), sums, rtol=1e-12)
     table = rng.permutation(lat.size)
     assert np.array_equal(lat.lookup(x, y, table), np.where(ok, table[np.maximum(ref, 0)], -1))
     assert lat.bincount(x[:0], y[:0]).shape == (lat.ny, lat.nx)
+    assert lat.flat(x[:0], y[:0]).shape == (0,)
+    # non-contiguous float32 input, a scalar y broadcast against x, a scalar weight
+    with np.errstate(over="ignore"):
+        xs = x.astype(np.float32)[::2]
+    ok2, ref2 = _binning_reference(lat, xs.astype(float), y[::2])
+    assert np.array_equal(lat.flat(xs, y[::2]), ref2)
+    y0 = (lat.iy0 + 2.5) * 150.0
+    ok3, ref3 = _binning_reference(lat, x, np.full(n, y0))
+    assert np.array_equal(lat.flat(x, y0), ref3)
+    np.testing.assert_allclose(lat.bincount(x, y, 2.0), 2 * counts, rtol=1e-12)
+    if path == "kernel-threads":  # the split really happened
+        assert len(lat._kernel_parts(x, y)[2]) == 3
+        assert U._kernel is not None
+
+
+@pytest.mark.parametrize("path", ["numpy", "kernel-threads"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_lattice_binning_property(monkeypatch, path, data):
+    """Any cell size (also fractional), any lattice origin (also negative), coordinates drawn
+    around and on the lattice edges: codes equal :func:`_binning_reference` exactly."""
+    _binning_path(monkeypatch, path)
+    cell = data.draw(st.sampled_from([150.0, 0.1, 7.3, 1e-3, 2500.0]))
+    ix0 = data.draw(st.integers(-10**6, 10**6))
+    iy0 = data.draw(st.integers(-10**6, 10**6))
+    nx, ny = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    lat = Lattice(cell, ix0, iy0, nx, ny)
+    n = data.draw(st.integers(0, 400))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    x = (ix0 + rng.uniform(-2, nx + 2, n)) * cell
+    y = (iy0 + rng.uniform(-2, ny + 2, n)) * cell
+    edge = rng.random(n) < 0.3  # snap some to edges, then nudge a few by one ulp
+    x[edge] = (ix0 + np.round(rng.uniform(-1, nx + 1, edge.sum()))) * cell
+    nudge = rng.random(n) < 0.1
+    x[nudge] = np.nextafter(x[nudge], np.where(rng.random(nudge.sum()) < 0.5, -np.inf, np.inf))
+    ok, ref = _binning_reference(lat, x, y)
+    assert np.array_equal(lat.flat(x, y), ref)
+    assert np.array_equal(lat.bincount(x, y).ravel(), np.bincount(ref[ok], minlength=lat.size))
+
+
+def test_binning_kernel_rejects_bad_buffers():
+    """The compiled kernel checks what it is given (lengths, lattice) instead of reading past
+    an array's end."""
+    import geo.units as U
+
+    if U._kernel is None:
+        pytest.skip("the compiled binning kernel geo._binning is not built")
+    x = np.zeros(10)
+    out = np.zeros(6, np.int64)
+    with pytest.raises(ValueError, match="bad lattice"):
+        U._kernel.accumulate(x, np.zeros(9), 1.0, 0, 0, 2, 3, None, out)
+    with pytest.raises(ValueError, match="out must hold"):
+        U._kernel.accumulate(x, x, 1.0, 0, 0, 2, 2, None, out)
+    with pytest.raises(ValueError, match="weights one float64"):
+        U._kernel.accumulate(x, x, 1.0, 0, 0, 2, 3, np.zeros(3), out)
+    with pytest.raises(ValueError, match="bad lattice"):
+        U._kernel.accumulate(x, x, 0.0, 0, 0, 2, 3, None, out)
+    with pytest.raises(ValueError, match="table must hold"):
+        U._kernel.lookup(x, x, 1.0, 0, 0, 2, 3, np.zeros(5, np.int64), np.zeros(10, np.int64))
+    with pytest.raises(ValueError, match="lookup table has 5 values"):
+        Lattice(1.0, 0, 0, 2, 3).lookup(x, x, np.zeros(5, np.int64))
 
 
 def test_h3_assign_matches_h3_library(town):
