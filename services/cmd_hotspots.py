@@ -6,6 +6,7 @@ choice, write the layer (and its ``.meta.json``), print the tasking table.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -97,24 +98,28 @@ def _load(store, date_from, date_to, category, weights, proactive, boundary, *, 
     return inc, area, period, pchoices, cats, wt, inputs
 
 
+@contextmanager
 def _neighbour_cache(store):
     """A NeighbourCache backed by the store (H3/polygon neighbour matrices built once, reused by later runs).
 
-    The store is opened only when a matrix is looked up or saved (squares never need one)."""
+    The store is opened when a matrix is first looked up (squares never need one) and that one
+    connection also saves a matrix built on a miss; it is closed when the block ends."""
     from geo.gistar import NeighbourCache
     from services.store import open_store, resolve_store_path
 
     path, _ = resolve_store_path(store)
+    opened = []
 
-    def load(key):
-        with open_store(path) as st:
-            return st.get_neighbours(key)
+    def st():
+        if not opened:
+            opened.append(open_store(path))
+        return opened[0]
 
-    def save(key, data):
-        with open_store(path) as st:
-            st.put_neighbours(key, data)
-
-    return NeighbourCache(load=load, save=save)
+    try:
+        yield NeighbourCache(load=lambda key: st().get_neighbours(key), save=lambda key, data: st().put_neighbours(key, data))
+    finally:
+        for s_ in opened:
+            s_.close()
 
 
 def _echo(result):
@@ -232,9 +237,10 @@ def gistar(
     inc, area, period, pchoices, cats, wt, inputs = _load(store, date_from, date_to, category, weights, proactive,
                                                           boundary, default_months=3,
                                                           extend=lambda p: p.previous())
-    result = hotspots_gistar(inc, units, wt, area=area, period=period, categories=cats, band=band, ring=ring,
-                             contiguity=contiguity, weight=weight, adjust=adjust, permutations=permutations,
-                             seed=seed, inputs=inputs, neighbour_cache=_neighbour_cache(store))
+    with _neighbour_cache(store) as cache:
+        result = hotspots_gistar(inc, units, wt, area=area, period=period, categories=cats, band=band, ring=ring,
+                                 contiguity=contiguity, weight=weight, adjust=adjust, permutations=permutations,
+                                 seed=seed, inputs=inputs, neighbour_cache=cache)
     result.choices = pchoices + uchoices + wchoices + result.choices
     prev = period.previous()
     frame = units_frame_like(units, result.layer)
@@ -327,9 +333,10 @@ def emerging(
     weight, wchoices = _weight_choice(weight)
     inc, area, period, pchoices, cats, wt, inputs = _load(store, date_from, date_to, category, weights, proactive,
                                                           boundary)
-    result = emerging_hotspots(inc, units, wt, area=area, period=period, categories=cats, freq=freq, band=band,
-                               ring=ring, contiguity=contiguity, weight=weight, adjust=adjust, alpha=alpha, inputs=inputs,
-                               neighbour_cache=_neighbour_cache(store))
+    with _neighbour_cache(store) as cache:
+        result = emerging_hotspots(inc, units, wt, area=area, period=period, categories=cats, freq=freq, band=band,
+                                   ring=ring, contiguity=contiguity, weight=weight, adjust=adjust, alpha=alpha,
+                                   inputs=inputs, neighbour_cache=cache)
     result.choices = pchoices + uchoices + wchoices + result.choices
     pt = result.tables["patterns"]
     _print_table(pt[pt["units"] > 0], f"Emerging hot spot patterns ({result.params['steps']} steps of "
@@ -435,10 +442,11 @@ def accuracy(
         raise HarmspotError(f"--shares {shares!r}: give fractions like 0.01,0.05") from None
     inc, area, _, _, cats, wt, inputs = _load(store, tr.start.isoformat(), te.end.isoformat(), category, weights,
                                               proactive, boundary)
-    result = predictive_accuracy(inc, units, wt, train=tr, test=te, area=area, categories=cats,
-                                 methods=tuple(m.strip() for m in methods.split(",") if m.strip()), measure=measure,
-                                 shares=share_list, bandwidth=bandwidth, band=band, inputs=inputs,
-                                 neighbour_cache=_neighbour_cache(store))
+    with _neighbour_cache(store) as cache:
+        result = predictive_accuracy(inc, units, wt, train=tr, test=te, area=area, categories=cats,
+                                     methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                                     measure=measure, shares=share_list, bandwidth=bandwidth, band=band,
+                                     inputs=inputs, neighbour_cache=cache)
     result.choices = uchoices + extra + result.choices
     _echo(result)
     _print_table(result.tables["summary"], f"Hot spots from {tr.label()} scored on {te.label()} ({measure})")

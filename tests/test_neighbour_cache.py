@@ -189,3 +189,31 @@ def test_store_keeps_only_the_newest_matrices(tmp_path):
         keys = sorted(r["matrix_key"] for r in st._rows("SELECT matrix_key FROM neighbour_matrices"))
         assert keys == ["k2", "k3", "k4"]
         assert _same(SparseNeighbours.from_bytes(st.get_neighbours("k3")), nb) and st.get_neighbours("k0") is None
+
+
+def test_cli_cache_opens_the_store_once_per_command(tmp_path, monkeypatch):
+    """A miss (look up, build, save) goes through one store connection, closed at the end of the
+    command; a command that never needs a matrix (squares) never opens the store for it."""
+    import services.store as S
+    from services.cmd_hotspots import _neighbour_cache
+
+    opened = []
+    real = S.open_store
+
+    def counting(path, *a, **k):
+        st = real(path, *a, **k)
+        opened.append(st)
+        return st
+
+    monkeypatch.setattr(S, "open_store", counting)
+    nb = contiguity_neighbours(_voronoi(50).geometry, "queen")
+    path = tmp_path / "s.duckdb"
+    with _neighbour_cache(path) as cache:
+        assert cache._load("k") is None  # the miss
+        cache._save("k", nb.to_bytes())
+    assert len(opened) == 1
+    with _neighbour_cache(path):
+        pass
+    assert len(opened) == 1
+    with S.DuckDBStore(path) as st:  # closed, so it opens again; the matrix was saved
+        assert _same(SparseNeighbours.from_bytes(st.get_neighbours("k")), nb)
