@@ -115,7 +115,8 @@ class WeightTable:
     def with_proactive(self, proactive: bool) -> "WeightTable":
         from dataclasses import replace
 
-        return replace(self, proactive=proactive)
+        fb = None if self.fallback is None else self.fallback.with_proactive(proactive)
+        return replace(self, proactive=proactive, fallback=fb)
 
     def weight_of_category(self, category: str) -> float:
         if not self.proactive and category in PROACTIVE:
@@ -127,21 +128,18 @@ class WeightTable:
         return 0.0
 
     def weights_for(self, frame: pd.DataFrame) -> np.ndarray:
-        """Per-row weight for a canonical incident frame (vectorised)."""
-        cat = frame["category"].astype("string")
+        """Per-row weight for a canonical incident frame (vectorised: one lookup per distinct value)."""
+        cat = frame["category"]
         if self.key == "category":
-            table = {c: self.weight_of_category(c) for c in POLICE_UK_TYPES}
-            w = cat.map(table).astype("Float64").fillna(0.0).to_numpy(float)
+            w = _per_value(cat, {c: self.weight_of_category(c) for c in POLICE_UK_TYPES}, str)
         else:
-            code = frame["offence_code"].astype("string").str.strip().str.upper()
-            w = code.map(self.weights).astype("Float64")
+            w = _per_value(frame["offence_code"], self.weights, lambda v: str(v).strip().upper())
             if self.fallback is not None:
-                fb = cat.map({c: self.fallback.weight_of_category(c) for c in POLICE_UK_TYPES}).astype("Float64")
-                w = w.fillna(fb)
-            w = w.fillna(0.0).to_numpy(float)
+                fb = _per_value(cat, {c: self.fallback.weight_of_category(c) for c in POLICE_UK_TYPES}, str)
+                w = np.where(np.isnan(w), fb, w)
             if not self.proactive:
-                w[cat.isin(list(PROACTIVE)).fillna(False).to_numpy(bool)] = 0.0
-        return w
+                w[~np.isnan(_per_value(cat, dict.fromkeys(PROACTIVE, 1.0), str))] = 0.0
+        return np.nan_to_num(w, nan=0.0)
 
     def describe(self) -> dict:
         """What every result records about the table it used."""
@@ -171,3 +169,11 @@ def list_builtin() -> list[str]:
 
 def harm_of(frame: pd.DataFrame, table: WeightTable) -> np.ndarray:
     return table.weights_for(frame)
+
+
+def _per_value(values: pd.Series, mapping: dict, norm) -> np.ndarray:
+    """``mapping[norm(value)]`` for each row as float64, NaN where the value is missing or not mapped;
+    ``norm`` and the lookup run once per distinct value (pandas.factorize), not once per row."""
+    codes, uniques = pd.factorize(values)
+    table = np.array([float(mapping.get(norm(u), np.nan)) for u in uniques] + [np.nan], float)
+    return table[codes]

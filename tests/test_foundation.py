@@ -297,6 +297,13 @@ def test_weights_per_ho_code_with_fallback(tmp_path):
     f = pd.DataFrame({"category": ["Violence and sexual offences"] * 3, "offence_code": ["8n", "105A", "19C"]})
     # 19C is not in the user's table -> falls back to the category weight (national CCHI VSO 194.21)
     assert wt.weights_for(f).tolist() == [365.0, 10.0, 194.21]
+    # codes are matched trimmed and upper-cased; a missing code falls back; a proactive category weighs 0
+    # unless proactive (the code's own weight counts, else the fallback's: with_proactive reaches it too)
+    g = pd.DataFrame({"category": pd.array(["Violence and sexual offences", "Robbery", "Drugs", "Drugs", None],
+                                           dtype="string"),
+                      "offence_code": pd.array([" 105a ", None, "8N", None, "8N"], dtype="string")})
+    assert wt.weights_for(g).tolist() == [10.0, 365.0, 0.0, 0.0, 365.0]
+    assert wt.with_proactive(True).weights_for(g).tolist() == [10.0, 365.0, 365.0, 3.66, 365.0]
 
 
 def test_weights_bad_file_names_row(tmp_path):
