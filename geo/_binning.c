@@ -13,6 +13,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BLK 1024
 
@@ -41,79 +42,90 @@ static void codes_block(const double *restrict X, const double *restrict Y, Py_s
     }
 }
 
-static int parse_lattice(PyObject *args, Py_buffer *x, Py_buffer *y, lattice_t *L, Py_buffer *w,
-                         Py_buffer *out, PyObject **wobj, Py_ssize_t *n, long long *size)
+/* One call's arguments: (x, y, cell, ix0, iy0, nx, ny, extra, out). ``extra`` is the weights
+ * (accumulate: None or one float64 per point) or the table (lookup: nx * ny int64). */
+typedef struct {
+    Py_buffer x, y, extra, out;
+    int has_extra;
+    Py_ssize_t n;
+    long long size;
+    lattice_t L;
+} call_t;
+
+static void release(call_t *c)
 {
-    long long ix0, iy0, nx, ny;
-    *wobj = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*dLLLLOw*", x, y, &L->cell, &ix0, &iy0, &nx, &ny, wobj, out))
-        return -1;
-    w->buf = NULL;
-    *n = x->len / (Py_ssize_t)sizeof(double);
-    *size = nx * ny;
-    if (x->len != y->len || x->len % (Py_ssize_t)sizeof(double) != 0 || nx <= 0 || ny <= 0 ||
-        *size >= 2147483647LL || !(L->cell > 0)) {
-        PyErr_SetString(PyExc_ValueError, "harmspot binning kernel: bad lattice or x/y buffers");
-        return -1;
-    }
-    if (*wobj != Py_None) {
-        if (PyObject_GetBuffer(*wobj, w, PyBUF_C_CONTIGUOUS) < 0)
-            return -1;
-    }
-    L->lox = (double)ix0;
-    L->hix = (double)(ix0 + nx);
-    L->loy = (double)iy0;
-    L->hiy = (double)(iy0 + ny);
-    L->nx = (double)nx;
-    return 0;
+    if (c->x.obj) PyBuffer_Release(&c->x);
+    if (c->y.obj) PyBuffer_Release(&c->y);
+    if (c->has_extra) PyBuffer_Release(&c->extra);
+    if (c->out.obj) PyBuffer_Release(&c->out);
 }
 
-static void release(Py_buffer *x, Py_buffer *y, Py_buffer *w, Py_buffer *out)
+/* Parse and check a call; on failure set a ValueError naming what is wrong, release, return -1.
+ * is_lookup: the table is required and holds one value per cell, out one per point; otherwise
+ * the weights are optional and hold one per point, out one per cell. */
+static int parse_call(PyObject *args, call_t *c, int is_lookup)
 {
-    if (x->obj) PyBuffer_Release(x);
-    if (y->obj) PyBuffer_Release(y);
-    if (w->buf && w->obj) PyBuffer_Release(w);
-    if (out->obj) PyBuffer_Release(out);
+    long long ix0, iy0, nx, ny;
+    PyObject *extra = NULL;
+    memset(c, 0, sizeof(*c));
+    if (!PyArg_ParseTuple(args, "y*y*dLLLLOw*", &c->x, &c->y, &c->L.cell, &ix0, &iy0, &nx, &ny, &extra, &c->out))
+        goto fail;
+    const char *bad = NULL;
+    c->n = c->x.len / (Py_ssize_t)sizeof(double);
+    c->size = nx * ny;
+    if (c->x.len != c->y.len || c->x.len % (Py_ssize_t)sizeof(double) != 0 || nx <= 0 || ny <= 0 ||
+        c->size >= 2147483647LL || !(c->L.cell > 0))
+        bad = "bad lattice or x/y buffers";
+    else if (extra != Py_None) {
+        if (PyObject_GetBuffer(extra, &c->extra, PyBUF_C_CONTIGUOUS) < 0)
+            goto fail;
+        c->has_extra = 1;
+    }
+    if (!bad && is_lookup && (!c->has_extra || c->extra.len != c->size * 8 || c->out.len != c->x.len))
+        bad = "table must hold nx * ny int64, out n int64";
+    if (!bad && !is_lookup && (c->out.len != c->size * 8 || (c->has_extra && c->extra.len != c->x.len)))
+        bad = "out must hold nx * ny 8-byte values, weights one float64 per point";
+    if (bad) {
+        PyErr_Format(PyExc_ValueError, "harmspot binning kernel: %s", bad);
+        goto fail;
+    }
+    c->L.lox = (double)ix0;
+    c->L.hix = (double)(ix0 + nx);
+    c->L.loy = (double)iy0;
+    c->L.hiy = (double)(iy0 + ny);
+    c->L.nx = (double)nx;
+    return 0;
+fail:
+    release(c);
+    return -1;
 }
 
 /* accumulate(x, y, cell, ix0, iy0, nx, ny, weights_or_None, out): adds each point's count
  * (int64 out) or weight (float64 out) to out[code]; points off the lattice are skipped. */
 static PyObject *accumulate(PyObject *self, PyObject *args)
 {
-    Py_buffer x = {0}, y = {0}, w = {0}, out = {0};
-    PyObject *wobj;
-    lattice_t L;
-    Py_ssize_t n;
-    long long size;
-    if (parse_lattice(args, &x, &y, &L, &w, &out, &wobj, &n, &size) < 0) {
-        release(&x, &y, &w, &out);
+    call_t a;
+    if (parse_call(args, &a, 0) < 0)
         return NULL;
-    }
-    if (out.len != size * 8 || (w.buf && w.len != x.len)) {
-        release(&x, &y, &w, &out);
-        PyErr_SetString(PyExc_ValueError, "harmspot binning kernel: out must hold nx * ny 8-byte values, "
-                                          "weights one float64 per point");
-        return NULL;
-    }
-    const double *X = x.buf, *Y = y.buf, *W = w.buf;
+    const double *X = a.x.buf, *Y = a.y.buf, *W = a.has_extra ? a.extra.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     int32_t c[BLK];
-    for (Py_ssize_t s = 0; s < n; s += BLK) {
-        Py_ssize_t m = n - s < BLK ? n - s : BLK;
-        codes_block(X + s, Y + s, m, &L, c);
+    for (Py_ssize_t s = 0; s < a.n; s += BLK) {
+        Py_ssize_t m = a.n - s < BLK ? a.n - s : BLK;
+        codes_block(X + s, Y + s, m, &a.L, c);
         if (W) {
-            double *o = out.buf;
+            double *o = a.out.buf;
             const double *ws = W + s;
             for (Py_ssize_t j = 0; j < m; j++)
                 if (c[j] >= 0) o[c[j]] += ws[j];
         } else {
-            int64_t *o = out.buf;
+            int64_t *o = a.out.buf;
             for (Py_ssize_t j = 0; j < m; j++)
                 if (c[j] >= 0) o[c[j]] += 1;
         }
     }
     Py_END_ALLOW_THREADS
-    release(&x, &y, &w, &out);
+    release(&a);
     Py_RETURN_NONE;
 }
 
@@ -121,33 +133,22 @@ static PyObject *accumulate(PyObject *self, PyObject *args)
  * the lattice (table: nx * ny int64; out: n int64). */
 static PyObject *lookup(PyObject *self, PyObject *args)
 {
-    Py_buffer x = {0}, y = {0}, t = {0}, out = {0};
-    PyObject *tobj;
-    lattice_t L;
-    Py_ssize_t n;
-    long long size;
-    if (parse_lattice(args, &x, &y, &L, &t, &out, &tobj, &n, &size) < 0) {
-        release(&x, &y, &t, &out);
+    call_t a;
+    if (parse_call(args, &a, 1) < 0)
         return NULL;
-    }
-    if (tobj == Py_None || t.len != size * 8 || out.len != x.len) {
-        release(&x, &y, &t, &out);
-        PyErr_SetString(PyExc_ValueError, "harmspot binning kernel: table must hold nx * ny int64, out n int64");
-        return NULL;
-    }
-    const double *X = x.buf, *Y = y.buf;
-    const int64_t *T = t.buf;
-    int64_t *O = out.buf;
+    const double *X = a.x.buf, *Y = a.y.buf;
+    const int64_t *T = a.extra.buf;
+    int64_t *O = a.out.buf;
     Py_BEGIN_ALLOW_THREADS
     int32_t c[BLK];
-    for (Py_ssize_t s = 0; s < n; s += BLK) {
-        Py_ssize_t m = n - s < BLK ? n - s : BLK;
-        codes_block(X + s, Y + s, m, &L, c);
+    for (Py_ssize_t s = 0; s < a.n; s += BLK) {
+        Py_ssize_t m = a.n - s < BLK ? a.n - s : BLK;
+        codes_block(X + s, Y + s, m, &a.L, c);
         for (Py_ssize_t j = 0; j < m; j++)
             O[s + j] = c[j] >= 0 ? T[c[j]] : -1;
     }
     Py_END_ALLOW_THREADS
-    release(&x, &y, &t, &out);
+    release(&a);
     Py_RETURN_NONE;
 }
 
