@@ -104,6 +104,7 @@ class Lattice:
 
     @staticmethod
     def _threads(fn, parts) -> list:
+        """``[fn(*p) for p in parts]``, on one thread per part when there are several."""
         if len(parts) == 1:
             return [fn(*parts[0])]
         from concurrent.futures import ThreadPoolExecutor
@@ -160,12 +161,7 @@ class Lattice:
                 val = per_block(s, e, codes[: e - s], val)
             return val
 
-        if workers == 1:
-            return [_thread(0)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(_thread, range(workers)))
+        return self._threads(_thread, [(i,) for i in range(workers)])
 
     def _padded_table(self, values: np.ndarray, fill) -> np.ndarray:
         """(ny + 2) * (nx + 2) table holding ``values`` (flat lattice order) inside, ``fill`` in the pad."""
