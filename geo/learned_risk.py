@@ -159,7 +159,7 @@ def hit_rate_pai(score, y_test, area_share: float) -> dict:
 def compare_risk_models(incidents, factors, area, *, train_period, test_period, cell: float | None = None,
                         block: float | None = None, categories=None, seed: int = 0, cv: int = 5,
                         kde_bandwidth: float | None = None, area_shares=AREA_SHARES, progress=None,
-                        rtm_fit=None) -> AnalysisResult:
+                        rtm_fit=None, cv_scheme: str = "spatial", cv_block: float | None = None) -> AnalysisResult:
     """Which anticipates the held-out period best: classic RTM, learned risk or a KDE?
 
     Parameters
@@ -172,6 +172,9 @@ def compare_risk_models(incidents, factors, area, *, train_period, test_period, 
         Models see only ``train_period``; ``test_period`` must start after it ends.
     cell, block : float, optional
         As :func:`geo.rtm.risk_terrain` (defaults 50 m and 100 m, echoed).
+    cv, cv_scheme, cv_block
+        Lasso cross-validation of the RTM fitted on the training period, as
+        :func:`geo.rtm.risk_terrain` (default spatial blocks, echoed).
     kde_bandwidth : float, optional
         KDE bandwidth; default two blocks (echoed). Fixed a priori.
     area_shares : tuple of float
@@ -187,7 +190,7 @@ def compare_risk_models(incidents, factors, area, *, train_period, test_period, 
         (overall), ``winner_by_area``, ``comparison`` records, ``partial_dependence``,
         ``train_incidents``, ``test_incidents``, ``learned_iterations``.
     """
-    from .rtm import (RTMError, RTMGrid, build_candidates, feature_density, fit_rtm, resolve_cell_block,
+    from .rtm import (RTMError, RTMGrid, build_candidates, cv_choice, feature_density, fit_rtm, resolve_cell_block,
                       spatial_influences)
 
     cell, block, choices = resolve_cell_block(cell, block)
@@ -208,7 +211,11 @@ def compare_risk_models(incidents, factors, area, *, train_period, test_period, 
     y_tr, _ = grid.counts(tr.frame["x"].to_numpy(), tr.frame["y"].to_numpy())
     y_te, _ = grid.counts(te.frame["x"].to_numpy(), te.frame["y"].to_numpy())
     cands = build_candidates(grid, factors, distances, progress=progress)
-    fit = rtm_fit if rtm_fit is not None else fit_rtm(cands, y_tr, cv=cv, seed=seed, progress=progress)
+    if rtm_fit is None:
+        fit = fit_rtm(cands, y_tr, cv=cv, seed=seed, progress=progress, cv_scheme=cv_scheme, cv_block=cv_block)
+        choices.append(cv_choice(fit.lasso, cv, distances, cell))
+    else:
+        fit = rtm_fit
     rrs = fit.rrs()
     if progress:
         progress(0, 2, "learned risk: gradient boosting")
@@ -245,6 +252,7 @@ def compare_risk_models(incidents, factors, area, *, train_period, test_period, 
         "kde_bandwidth_m": float(kde_bandwidth),
     }
     params = {"cell_m": float(cell), "block_m": float(block), "distances_m": distances, "seed": seed,
+              "cv_scheme": fit.lasso.get("cv_scheme"), "cv_block_m": fit.lasso.get("cv_block_m"),
               "hgb_params": HGB_PARAMS, "kde_bandwidth_m": float(kde_bandwidth), "area_shares": list(area_shares),
               "categories": list(categories) if categories else "all"}
     return AnalysisResult(

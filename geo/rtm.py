@@ -24,7 +24,13 @@ Method (:func:`risk_terrain` runs all of it)
    Gives up to ``factors x 6 x 2`` binary candidate variables.
 3. **Selection.** (a) Lasso-penalised Poisson regression (glum, l1_ratio = 1)
    with 5-fold cross-validation over all candidates picks the penalty with the
-   lowest held-out deviance; of the variables with a positive coefficient, at
+   lowest held-out deviance. The folds are spatially blocked
+   (:func:`spatial_folds`): square CV blocks aligned to the BNG, by default twice
+   the largest spatial influence (6 blocks, at least 4 cells) on a side, each
+   block's cells held out together, because counts on a lattice are spatially
+   autocorrelated and random folds of cells (``cv_scheme="random"``, RTMDx-like,
+   still available) put near-identical neighbours in training and held-out data,
+   which flatters small penalties. Of the variables with a positive coefficient, at
    most one per factor is kept (the largest coefficient: RTMDx keeps the
    strongest operationalisation of each factor). (b) Bidirectional stepwise
    selection by BIC from the empty model, fitted as Poisson (statsmodels GLM) and
@@ -71,6 +77,8 @@ DEFAULT_CELL_M = 50.0
 #: between junctions in an English town centre is about 80-120 m.
 DEFAULT_BLOCK_M = 100.0
 FORMS = ("proximity", "density")
+#: Cross-validation schemes of the lasso screen: spatial blocks (default) or random folds of cells.
+CV_SCHEMES = ("spatial", "random")
 
 
 class RTMError(HarmspotError):
@@ -234,6 +242,9 @@ class CandidateSet:
     nearest: dict = field(default_factory=dict)
     density: dict = field(default_factory=dict)
     dropped: list = field(default_factory=list)  # (var, reason) for constant columns
+    centres: np.ndarray | None = None  # (n_cells, 2) BNG cell centres (spatial CV folds)
+    cell: float | None = None  # cell size (m)
+    distances: list = field(default_factory=list)  # spatial influences tested (m), ascending
 
 
 def spatial_influences(block: float, steps: int = 6) -> list[float]:
@@ -247,7 +258,8 @@ def build_candidates(grid: RTMGrid, factors: list[FactorLayer], distances, forms
 
     Proximity: nearest-feature distance <= d. Density: KDE with radius d above
     mean + 2 SD of the area's cells. Columns that flag no cell or every cell are
-    dropped (listed in ``dropped``) because they cannot be estimated.
+    dropped (listed in ``dropped``) because they cannot be estimated. The cell
+    centres, cell size and distances travel with the set (spatial CV needs them).
     """
     bad = [f for f in forms if f not in FORMS]
     if bad:
@@ -288,7 +300,8 @@ def build_candidates(grid: RTMGrid, factors: list[FactorLayer], distances, forms
         raise RTMError("no candidate variable varies across the study area (every factor flags no cell or every "
                        "cell); check the factor layers and --block")
     X = np.column_stack(cols)
-    return CandidateSet(X, pd.DataFrame(meta), nearest, density, dropped)
+    return CandidateSet(X, pd.DataFrame(meta), nearest, density, dropped, centres=grid.centres(),
+                        cell=float(grid.cell), distances=distances)
 
 
 # ======================================================================== selection
@@ -319,27 +332,104 @@ def _lasso_path(U, ys, cnt, alphas=None):
     return m
 
 
-def _lasso_screen(X, y, meta: pd.DataFrame, cv: int, seed: int) -> tuple[pd.DataFrame, dict]:
-    """Cross-validated lasso Poisson (glum); keep the strongest positive form per factor.
+def default_cv_block(distances, cell: float) -> float:
+    """Default side (m) of the spatial CV blocks: twice the largest spatial influence, at least 4 cells.
 
-    The penalty path is computed on all cells; each of ``cv`` random folds of cells
-    is held out in turn, the path refitted on the rest, and the held-out Poisson
-    log-likelihood summed. The penalty with the highest held-out likelihood wins.
-    Cells with identical candidate rows are collapsed (exact for Poisson).
+    A held-out cell's candidate values depend on features up to the largest
+    influence away, and crime clusters at about that scale, so a block twice that
+    size keeps most held-out cells well away from the training cells.
     """
+    return float(max(2.0 * max(float(d) for d in distances), 4.0 * float(cell)))
+
+
+def _cv_blocks(centres: np.ndarray, block: float) -> tuple[np.ndarray, np.ndarray]:
+    """(block number per cell, cells per block) for BNG-aligned square blocks of side ``block``."""
+    if not np.isfinite(block) or block <= 0:
+        raise RTMError(f"the cross-validation block side must be a positive number of metres; got {block!r}")
+    b = np.floor(np.asarray(centres, float).reshape(-1, 2) / float(block)).astype(np.int64)
+    if len(b):
+        b -= b.min(axis=0)
+    key = b[:, 0] * (int(b[:, 1].max(initial=0)) + 1) + b[:, 1]  # one integer per block
+    _, inv, size = np.unique(key, return_inverse=True, return_counts=True)
+    return inv.ravel(), size
+
+
+def spatial_folds(centres: np.ndarray, cv: int, block: float, seed: int = 0) -> np.ndarray:
+    """Fold label (0 .. ``cv``-1) per cell by spatial block.
+
+    Square blocks of side ``block`` metres aligned to the BNG origin: a cell
+    centre (x, y) is in block ``(floor(x / block), floor(y / block))`` and all
+    cells of a block share a fold. The non-empty blocks are visited in a seeded
+    random order (``numpy.random.default_rng(seed).permutation``) and each goes
+    to the fold with the fewest cells so far (ties: the lowest fold), so every
+    fold is used and fold sizes differ by at most the largest block's cells.
+
+    Raises :class:`RTMError` when fewer blocks than folds hold cells.
+    """
+    if int(cv) != cv or cv < 2:
+        raise RTMError(f"cross-validation needs at least 2 folds; got {cv!r}")
+    inv, size = _cv_blocks(centres, block)
+    nb = len(size)
+    if nb < cv:
+        raise RTMError(f"only {nb} cross-validation block(s) of {block:g} m hold study-area cells, fewer than the "
+                       f"{cv} folds; use a smaller --cv-block or --cv random")
+    fold_of_block = np.empty(nb, np.int64)
+    load = np.zeros(cv, np.int64)
+    for j in np.random.default_rng(seed).permutation(nb):  # one step per block, not per cell
+        k = int(np.argmin(load))
+        fold_of_block[j] = k
+        load[k] += size[j]
+    return fold_of_block[inv]
+
+
+def random_folds(n: int, cv: int, seed: int = 0) -> np.ndarray:
+    """Fold label per cell from ``sklearn KFold(cv, shuffle=True, random_state=seed)`` (random folds of cells)."""
     from sklearn.model_selection import KFold
 
+    folds = np.empty(n, np.int64)
+    for k, (_, te) in enumerate(KFold(cv, shuffle=True, random_state=seed).split(np.arange(n))):
+        folds[te] = k
+    return folds
+
+
+def _cv_loglik(X, y, folds: np.ndarray, alphas) -> np.ndarray:
+    """Held-out Poisson log-likelihood per penalty, summed over folds (constant log y! terms left out).
+
+    Each fold (label in ``folds``) is held out in turn, the lasso path refitted at
+    ``alphas`` on the other cells, and the held-out cells scored.
+    """
     y = np.asarray(y, float)
-    U, ys, cnt = _aggregate(X, y)
-    full = _lasso_path(U, ys, cnt)
-    alphas = np.asarray(full._alphas, float)
+    folds = np.asarray(folds)
     ll = np.zeros(len(alphas))
-    for tr, te in KFold(cv, shuffle=True, random_state=seed).split(np.arange(len(y))):
+    for k in np.unique(folds):
+        te = folds == k
+        tr = ~te
         Ut, yt, ct = _aggregate(X[tr], y[tr])
         m = _lasso_path(Ut, yt, ct, alphas=alphas)
         Uv, yv, cv_ = _aggregate(X[te], y[te])
         eta = m.intercept_path_[None, :] + Uv @ np.asarray(m.coef_path_, float).T  # (rows, alphas)
         ll += (yv[:, None] * eta - cv_[:, None] * np.exp(eta)).sum(axis=0)
+    return ll
+
+
+def _lasso_screen(X, y, meta: pd.DataFrame, cv: int, seed: int, folds: np.ndarray | None = None
+                  ) -> tuple[pd.DataFrame, dict]:
+    """Cross-validated lasso Poisson (glum); keep the strongest positive form per factor.
+
+    The penalty path is computed on all cells; each fold of cells is held out in
+    turn, the path refitted on the rest, and the held-out Poisson log-likelihood
+    summed. The penalty with the highest held-out likelihood wins. ``folds`` gives
+    a fold label per cell (e.g. :func:`spatial_folds`); without it, ``cv`` random
+    folds (:func:`random_folds` with ``seed``). Cells with identical candidate rows
+    are collapsed (exact for Poisson).
+    """
+    y = np.asarray(y, float)
+    if folds is None:
+        folds = random_folds(len(y), cv, seed)
+    U, ys, cnt = _aggregate(X, y)
+    full = _lasso_path(U, ys, cnt)
+    alphas = np.asarray(full._alphas, float)
+    ll = _cv_loglik(X, y, folds, alphas)
     best = int(np.argmax(ll))
     coef = np.asarray(full.coef_path_, float)[best]
     m = meta.copy()
@@ -347,8 +437,9 @@ def _lasso_screen(X, y, meta: pd.DataFrame, cv: int, seed: int) -> tuple[pd.Data
     pos = m[m["lasso_coef"] > 0]
     keep = pos.sort_values("lasso_coef", ascending=False).drop_duplicates("factor")
     m["screened_in"] = m["var"].isin(keep["var"])
-    info = {"alpha": float(alphas[best]), "l1_ratio": 1.0, "folds": cv, "alphas_tried": len(alphas),
-            "nonzero": int((coef != 0).sum()), "positive": int(len(pos)), "patterns": int(len(U))}
+    info = {"alpha": float(alphas[best]), "l1_ratio": 1.0, "folds": int(len(np.unique(folds))),
+            "alphas_tried": len(alphas), "nonzero": int((coef != 0).sum()), "positive": int(len(pos)),
+            "patterns": int(len(U))}
     return m, info
 
 
@@ -491,15 +582,80 @@ def resolve_cell_block(cell: float | None, block: float | None) -> tuple[float, 
     return cell, block, choices
 
 
+def cv_folds(cands: CandidateSet, *, cv: int = 5, seed: int = 0, cv_scheme: str = "spatial",
+             cv_block: float | None = None) -> tuple[np.ndarray, dict]:
+    """Fold label per cell for the lasso screen, and what was used (``cv_*`` keys of the lasso info).
+
+    ``cv_scheme="spatial"``: :func:`spatial_folds` over the cells' centres with
+    blocks of ``cv_block`` metres, default :func:`default_cv_block` (twice the
+    largest spatial influence tested, at least 4 cells). ``"random"``: random
+    folds of cells (:func:`random_folds`, the RTMDx-like scheme); ``cv_block``
+    has no meaning there.
+    """
+    if cv_scheme not in CV_SCHEMES:
+        raise RTMError(f"unknown cross-validation scheme {cv_scheme!r}; use one of {CV_SCHEMES}")
+    if int(cv) != cv or cv < 2:
+        raise RTMError(f"cross-validation needs at least 2 folds; got {cv!r}")
+    n = cands.X.shape[0]
+    if cv_scheme == "random":
+        if cv_block is not None:
+            raise RTMError("a cross-validation block side (--cv-block) only applies to spatial folds (--cv spatial)")
+        return random_folds(n, cv, seed), {"cv_scheme": "random", "cv_block_m": None, "cv_block_automatic": False,
+                                           "cv_blocks": None}
+    if cands.centres is None or len(cands.centres) != n:
+        raise RTMError("spatial cross-validation needs the cells' centres (build the candidates with "
+                       "build_candidates) or cv_scheme='random'")
+    auto = cv_block is None
+    if auto:
+        if not cands.distances or cands.cell is None:
+            raise RTMError("no spatial influences or cell size to size the cross-validation blocks; give cv_block")
+        cv_block = default_cv_block(cands.distances, cands.cell)
+    cv_block = float(cv_block)
+    folds = spatial_folds(cands.centres, cv, cv_block, seed)
+    nblocks = len(_cv_blocks(cands.centres, cv_block)[1])
+    return folds, {"cv_scheme": "spatial", "cv_block_m": cv_block, "cv_block_automatic": auto,
+                   "cv_blocks": int(nblocks)}
+
+
+def cv_choice(lasso: dict, cv: int, distances=None, cell: float | None = None) -> Choice:
+    """The cross-validation scheme as a :class:`Choice` (automatic when the block side was)."""
+    if lasso["cv_scheme"] == "random":
+        return Choice("cross-validation", f"{cv} random folds of cells",
+                      "RTMDx-like; neighbouring cells fall in both training and held-out folds",
+                      automatic=False)
+    side = lasso["cv_block_m"]
+    value = f"{cv} folds of {side:g} m spatial blocks ({lasso['cv_blocks']} blocks)"
+    if not lasso["cv_block_automatic"]:
+        return Choice("cross-validation", value, "block side as given; cells of a block share a fold",
+                      automatic=False)
+    why = "cells of a block share a fold, so held-out cells are not next to training cells, crime being spatially " \
+          "autocorrelated; side "
+    if distances and math.isclose(side, 2.0 * max(distances)):
+        why += f"= twice the largest spatial influence, {max(distances):g} m"
+    elif cell and math.isclose(side, 4.0 * cell):
+        why += "= 4 cells (the floor: twice the largest spatial influence is smaller)"
+    else:
+        why += "automatic"
+    return Choice("cross-validation", value, why + "; --cv random for RTMDx-like random folds")
+
+
 def fit_rtm(cands: CandidateSet, y: np.ndarray, *, cv: int = 5, seed: int = 0,
-            families=("poisson", "negative binomial"), progress=None) -> RTMFit:
-    """Select and fit the RTM on counts ``y`` (one per in-area cell); see module docstring."""
+            families=("poisson", "negative binomial"), progress=None, cv_scheme: str = "spatial",
+            cv_block: float | None = None) -> RTMFit:
+    """Select and fit the RTM on counts ``y`` (one per in-area cell); see module docstring.
+
+    ``cv_scheme``/``cv_block``: folds of the lasso screen (see :func:`cv_folds`);
+    what was used is in ``fit.lasso`` (``cv_scheme``, ``cv_block_m``,
+    ``cv_block_automatic``, ``cv_blocks``, ``fold_cells``).
+    """
     y = np.asarray(y, float)
     if y.sum() == 0:
         raise RTMError("no incidents fall in the study-area cells; check --from/--to, --category and the area")
+    folds, cvinfo = cv_folds(cands, cv=cv, seed=seed, cv_scheme=cv_scheme, cv_block=cv_block)
     if progress:
-        progress(0, 3, "lasso (cross-validated)")
-    screen, lasso = _lasso_screen(cands.X, y, cands.meta, cv, seed)
+        progress(0, 3, f"lasso ({cv_scheme} cross-validation)")
+    screen, lasso = _lasso_screen(cands.X, y, cands.meta, cv, seed, folds=folds)
+    lasso.update(cvinfo, fold_cells=np.bincount(folds, minlength=cv).astype(int).tolist())
     names = screen.loc[screen["screened_in"], "var"].tolist()
     idx = [cands.meta.index[cands.meta["var"] == v][0] for v in names]
     Xs = cands.X[:, idx]
@@ -611,7 +767,8 @@ def priority_places(grid: RTMGrid, rrs: np.ndarray, counts: np.ndarray, *, thres
 def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | None = None,
                  block: float | None = None, distances=None, forms=FORMS, period=None, categories=None,
                  cv: int = 5, seed: int = 0, priority: str | float = "mean+2sd", progress=None,
-                 inputs: dict | None = None) -> AnalysisResult:
+                 inputs: dict | None = None, cv_scheme: str = "spatial", cv_block: float | None = None
+                 ) -> AnalysisResult:
     """Which environmental factors raise the risk of these incidents, where?
 
     Runs the whole RTM (see the module docstring for the method and caveats).
@@ -633,6 +790,12 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         Operationalisations to test: ``("proximity", "density")``.
     cv, seed : int
         Cross-validation folds and the fold seed for the lasso.
+    cv_scheme : "spatial" or "random"
+        Lasso folds: spatial blocks (default; cells of a block share a fold) or
+        random folds of cells (RTMDx-like).
+    cv_block : float, optional
+        Side of the spatial CV blocks in metres; ``None`` chooses twice the
+        largest spatial influence (at least 4 cells) and says so in ``choices``.
     priority : "mean+2sd" or float
         Priority-place threshold (see :func:`priority_places`).
 
@@ -649,8 +812,12 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         (family, BIC, chosen), ``cells`` (cell_id, x, y, incidents, rrs, and one
         0/1 column per selected variable); ``summary`` with ``factors`` (list of
         dicts), ``distribution``, ``bic``, ``cells``, ``incidents``,
-        ``priority_places``, ``priority_threshold_rrs``, ``max_rrs``.
+        ``priority_places``, ``priority_threshold_rrs``, ``max_rrs``, ``lasso``
+        (penalty, folds, ``cv_scheme``, ``cv_block_m``, ``cv_block_automatic``,
+        ``cv_blocks``, ``fold_cells``).
     """
+    if cv_scheme not in CV_SCHEMES:  # fail before the slow part
+        raise RTMError(f"unknown cross-validation scheme {cv_scheme!r}; use one of {CV_SCHEMES}")
     cell, block, choices = resolve_cell_block(cell, block)
     if distances is None:
         distances = spatial_influences(block)
@@ -668,11 +835,14 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
     if len(inc) == 0:
         raise EmptyInputError("no incidents in the period/categories asked for; nothing to model")
     grid = RTMGrid.from_area(area, cell, pad_m=max(distances))
+    if cv_scheme == "spatial":  # too few CV blocks fails here, before the candidates are built
+        spatial_folds(grid.centres(), cv, default_cv_block(distances, cell) if cv_block is None else cv_block, seed)
     y, off = grid.counts(inc.frame["x"].to_numpy(), inc.frame["y"].to_numpy())
     cands = build_candidates(grid, factors, distances, forms, progress=progress)
-    fit = fit_rtm(cands, y, cv=cv, seed=seed, progress=progress)
+    fit = fit_rtm(cands, y, cv=cv, seed=seed, progress=progress, cv_scheme=cv_scheme, cv_block=cv_block)
+    choices.append(cv_choice(fit.lasso, cv, distances, cell))
     choices.append(Choice("lasso penalty", f"{fit.lasso['alpha']:.3g}",
-                          f"lowest {cv}-fold cross-validated Poisson deviance"))
+                          f"lowest held-out Poisson deviance, {cv}-fold {cv_scheme} cross-validation"))
     choices.append(Choice("distribution", fit.family, "lower BIC (" + ", ".join(
         f"{k} {v:,.1f}" for k, v in fit.bic.items()) + ")"))
     rrs = fit.rrs()
@@ -705,6 +875,7 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         "candidates": int(cands.X.shape[1]),
         "candidates_dropped": len(cands.dropped),
         "screened_in": int(fit.screen["screened_in"].sum()),
+        "lasso": dict(fit.lasso),
         "max_rrs": float(rrs.max()),
         "priority_threshold_rrs": cut,
         "priority_places": int(len(places)),
@@ -712,7 +883,8 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         "priority_area_share": float(places["cells"].sum() / grid.n) if len(places) else 0.0,
     }
     params = {"cell_m": float(cell), "block_m": float(block), "distances_m": [float(d) for d in distances],
-              "forms": list(forms), "cv_folds": cv, "seed": seed, "priority": priority,
+              "forms": list(forms), "cv_folds": cv, "cv_scheme": cv_scheme, "cv_block_m": fit.lasso["cv_block_m"],
+              "seed": seed, "priority": priority,
               "selection": "lasso Poisson (glum, CV) -> one form per factor -> bidirectional stepwise BIC "
                            "(Poisson vs NB2, statsmodels)",
               "categories": list(categories) if categories else "all"}

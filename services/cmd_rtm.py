@@ -9,6 +9,7 @@ automatic choice, write outputs. See docs/rtm.md.
 from __future__ import annotations
 
 from pathlib import Path
+from enum import Enum
 from typing import List, Optional
 
 import typer
@@ -16,6 +17,11 @@ import typer
 from services.ui import STORE_HELP
 
 NA_VALUES = ["", "\\N", "NA", "N/A", "NULL", "null"]
+
+
+class CVScheme(str, Enum):
+    spatial = "spatial"
+    random = "random"
 
 
 def read_factor_file(name: str, path, area=None, where: dict | None = None, buffer_m: float = 0.0):
@@ -149,6 +155,12 @@ def rtm_command(
     priority: str = typer.Option("mean+2sd", "--priority", help="Priority-place threshold: mean+2sd (RTMDx) or a "
                                  "share of cells such as 0.05."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cross-validation folds (and the learned model)."),
+    cv: CVScheme = typer.Option(CVScheme.spatial, "--cv", help="Lasso cross-validation folds: spatial (square "
+                                "blocks of cells held out together; neighbouring cells are alike, so random folds "
+                                "flatter small penalties) or random (folds of single cells, as RTMDx)."),
+    cv_block: Optional[float] = typer.Option(None, "--cv-block", min=1.0, metavar="METRES",
+                                             help="Side of the spatial CV blocks in metres (default: twice the "
+                                             "largest spatial influence, i.e. 6 x --block, at least 4 cells)."),
     out: Path = typer.Option(..., "--out", help="Relative risk score GeoTIFF (EPSG:27700, lowest cell = 1)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the HTML model report here."),
     title: Optional[str] = typer.Option(None, "--title", help="Title of the HTML report."),
@@ -172,6 +184,9 @@ def rtm_command(
 
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise HarmspotError(f"--out {out}: the risk surface is a GeoTIFF; give a .tif path")
+    scheme = cv.value if isinstance(cv, CVScheme) else str(cv)
+    if cv_block is not None and scheme != "spatial":
+        raise HarmspotError("--cv-block sets the side of spatial CV blocks; it cannot be used with --cv random")
     specs = _parse_factors(factor)
     wh = _parse_where(where, [k for k, _ in specs])
     cats = resolve_categories(category) if category else None
@@ -208,7 +223,8 @@ def rtm_command(
     main_inc = inc.filter(period=period) if compare else inc
     with progress_bar("risk terrain", total=None) as cb:
         result = risk_terrain(main_inc, layers, area, cell=cell, block=block, period=period, categories=None,
-                              seed=seed, priority=_priority(priority), progress=cb, inputs=inputs)
+                              seed=seed, priority=_priority(priority), progress=cb, inputs=inputs,
+                              cv_scheme=scheme, cv_block=cv_block)
     result.params["categories"] = list(cats) if cats else "all"
     result.choices = pchoices + extra_choices + result.choices
     cmp = None
@@ -216,8 +232,9 @@ def rtm_command(
         train, test, schoices = split
         with progress_bar("comparison", total=None) as cb:
             cmp = compare_risk_models(inc, layers, area, train_period=train, test_period=test, cell=cell,
-                                      block=block, seed=seed, progress=cb)
-        cmp.choices = schoices + [c for c in cmp.choices if c.name not in ("cell size", "block length")]
+                                      block=block, seed=seed, progress=cb, cv_scheme=scheme, cv_block=cv_block)
+        cmp.choices = schoices + [c for c in cmp.choices if c.name not in ("cell size", "block length",
+                                                                             "cross-validation")]
         result.choices += cmp.choices
     echo_choices(result)
     echo_params(result)
@@ -302,7 +319,7 @@ def demo_step(ctx) -> None:
     names = ["pubs", "stations", "bus_stops", "schools", "takeaways"]
     rtm_command(store=str(ctx.store_path), factor=[f"{n}={inputs / (n + '.csv')}" for n in names], where=None,
                 cell=50.0, block=100.0, date_from=None, date_to=None, category=["Violence and sexual offences"],
-                boundary=None, name_col=None, area_name=None, priority="mean+2sd", seed=0,
+                boundary=None, name_col=None, area_name=None, priority="mean+2sd", seed=0, cv="spatial", cv_block=None,
                 out=ctx.out / "rtm_risk.tif", report=ctx.out / "rtm_report.html", places=ctx.out / "rtm_places.gpkg",
                 title="Risk terrain model: violence in Harmstead (SYNTHETIC demo data)",
                 cells_out=None, compare=True, test_from=None, test_to=None, as_json=False)

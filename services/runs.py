@@ -98,6 +98,9 @@ class RtmParams(CommonParams):
     cell: float | None = Field(None, ge=10, le=1000)
     block: float | None = Field(None, ge=20, le=2000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    cv: Literal["spatial", "random"] = Field("spatial", description="Lasso CV folds: spatial blocks or random cells.")
+    cv_block: float | None = Field(None, ge=10, le=50000, description="Spatial CV block side in metres (default: "
+                                   "twice the largest spatial influence, at least 4 cells).")
 
 
 class MinervaParams(CommonParams):
@@ -244,8 +247,10 @@ def run_rtm(p: RtmParams, store, uploads):
                for name, g in uploads.items() if name != "area"]
     if not factors:
         raise HarmspotError("rtm needs at least one risk-factor upload (any slot name, e.g. 'pubs', 'stations')")
-    res = risk_terrain(inc, factors, area, cell=p.cell, block=p.block, seed=p.seed,
-                       inputs={"store": "service store", "incidents": len(inc)})
+    if p.cv_block is not None and p.cv != "spatial":
+        raise HarmspotError("cv_block sets the side of spatial CV blocks; it cannot be used with cv 'random'")
+    res = risk_terrain(inc, factors, area, cell=p.cell, block=p.block, seed=p.seed, cv_scheme=p.cv,
+                       cv_block=p.cv_block, inputs={"store": "service store", "incidents": len(inc)})
     res.choices = choices + res.choices
     return res
 

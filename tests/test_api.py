@@ -600,6 +600,13 @@ def test_run_rtm_with_one_factor(kinds_api, town):
                                                                    buffer_m=300.0)], area)
     assert run["summary"]["max_rrs"] == pytest.approx(truth.summary["max_rrs"], rel=1e-9)
     assert api.store.get_layer(run["layer_ids"][0])["layer_type"] == "raster"
+    assert run["summary"]["lasso"]["cv_scheme"] == "spatial"  # the CLI's default too
+    rnd = _run(api, "rtm", {"cv": "random"}, {"pubs": _geojson(town.features["pubs"])})
+    truth = risk_terrain(api.store.incidents(), [factor_from_frame("pubs", town.features["pubs"], area=area,
+                                                                   buffer_m=300.0)], area, cv_scheme="random")
+    got, want = dict(rnd["summary"]["lasso"]), dict(truth.summary["lasso"])
+    assert got.pop("alpha") == pytest.approx(want.pop("alpha"), rel=1e-9)
+    assert got == want and got["cv_scheme"] == "random" and got["cv_block_m"] is None
 
 
 # ============================================================================== pieces

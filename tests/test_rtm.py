@@ -155,6 +155,8 @@ def test_planted_factors_selected_and_decoys_not(planted):
         # the 95% interval covers the planted RRV (fixed seed)
         assert row["ci_low"] <= rrv <= row["ci_high"], (row["name"], row["ci_low"], rrv, row["ci_high"])
     assert res.summary["distribution"] == "poisson"  # planted counts are Poisson: NB's extra parameter costs BIC
+    # the default lasso folds are spatial blocks of 2 x the largest spatial influence (2 x 300 m)
+    assert res.params["cv_scheme"] == "spatial" and res.params["cv_block_m"] == 600.0
 
 
 def test_risk_surface_and_priority_places_follow_from_the_model(planted):
