@@ -257,9 +257,17 @@ def write_rtm_report(result, path, comparison=None, area=None, factors=None, tit
         if pdp_png:
             parts.append(_img(pdp_png, "partial dependence"))
     parts.append("<h2>How the model was chosen</h2>")
+    lasso = s.get("lasso") or {}
+    if lasso.get("cv_scheme") == "spatial":
+        folds = (f"{lasso.get('folds')} folds of {lasso['cv_block_m']:g} m square blocks (the cells of a block are "
+                 "held out together, so the check is not flattered by near-identical neighbouring cells)")
+    elif lasso.get("cv_scheme") == "random":
+        folds = f"{lasso.get('folds')} random folds of cells"
+    else:
+        folds = "folds of cells"
     parts.append(f"<p>{s['candidates']} candidate variables (each factor as proximity and as density at "
-                 f"{', '.join(f'{d:g}' for d in result.params['distances_m'])} m) went into a cross-validated "
-                 f"lasso Poisson regression; {s['screened_in']} (the strongest form of each factor with a positive "
+                 f"{', '.join(f'{d:g}' for d in result.params['distances_m'])} m) went into a lasso Poisson "
+                 f"regression whose penalty was chosen by cross-validation over {folds}; {s['screened_in']} (the strongest form of each factor with a positive "
                  "coefficient) went on to bidirectional stepwise selection by BIC, fitted as Poisson and as "
                  "negative binomial; the lower BIC was kept.</p>")
     parts.append(_table(result.tables["distributions"], {"bic": "{:,.1f}"}))

@@ -244,6 +244,9 @@ def test_cli_rtm_contract(town_store, town, tmp_path):
     assert "cell size" not in r.stderr.split("parameters")[0]  # given, so not announced as automatic
     html = (tmp_path / "rtm.html").read_text()
     assert "Risk factors" in html and "data:image/png;base64," in html
+    # the report names the lasso's cross-validation scheme the run used (default: 600 m spatial blocks)
+    assert obj["lasso"]["cv_scheme"] == "spatial"
+    assert f"over 5 folds of {obj['lasso']['cv_block_m']:g} m square blocks" in " ".join(html.split())
 
 
 def test_cli_empty_factor_is_a_clear_error(town_store, tmp_path):
