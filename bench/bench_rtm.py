@@ -205,7 +205,7 @@ def _markdown(results: list[dict], m: dict, quick: bool) -> str:
         f"Libraries: numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['sklearn']}, statsmodels "
         f"{v['statsmodels']}, glum {v['glum']}.",
         "",
-        "Whole RTM = grid + 10 factors x 6 distances x 2 forms (120 candidates) + CV lasso (glum, 5 folds) + "
+        "Whole RTM = grid + 10 factors x 6 distances x 2 forms (120 candidates) + CV lasso (glum, 5 folds of spatial blocks twice the largest spatial influence on a side, the default since 2026-11-22) + "
         "stepwise BIC as Poisson and NB2 (statsmodels) + surface and priority places. Outcome: police.uk violence "
         "and sexual offences, 12 months. Factors: 4 real (pubs, restaurants, rail stations, Chelmsford bus stops) "
         "+ 6 SYNTHETIC seeded layers (no other Essex point layers exist in ../shared/data). Reading the police.uk "
