@@ -209,17 +209,23 @@ def _cli(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def test_cli_rtm_contract(town_store, town, tmp_path):
-    import rasterio
-
-    store_path = town_store.url if hasattr(town_store, "url") else None
-    town_store.close()
+def _factor_args(town, tmp_path):
+    """``--factor NAME=FILE`` arguments for the town's five point layers, written as lon/lat CSVs."""
     files = []
     for name in ("pubs", "stations", "bus_stops", "schools", "takeaways"):
         p = tmp_path / f"{name}.csv"
         g = town.features[name].to_crs("EPSG:4326")
         pd.DataFrame({"longitude": g.geometry.x, "latitude": g.geometry.y}).to_csv(p, index=False)
         files += ["--factor", f"{name}={p}"]
+    return files
+
+
+def test_cli_rtm_contract(town_store, town, tmp_path):
+    import rasterio
+
+    store_path = town_store.url if hasattr(town_store, "url") else None
+    town_store.close()
+    files = _factor_args(town, tmp_path)
     out = tmp_path / "risk.tif"
     r = _cli("rtm", "--store", store_path or tmp_path / "town.duckdb", *files, "--cell", 50, "--block", 100,
              "--category", "Violence and sexual offences", "--out", out, "--places", tmp_path / "places.gpkg",

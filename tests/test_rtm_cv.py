@@ -5,8 +5,6 @@ Synthetic data throughout (geo.synth_rtm / geo.synth: SYNTHETIC town "Harmstead"
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,6 +14,7 @@ from geo.factors import factor_from_frame
 from geo.rtm import (RTMError, RTMGrid, _aggregate, _cv_loglik, _lasso_path, _lasso_screen, build_candidates,
                      cv_folds, default_cv_block, fit_rtm, random_folds, spatial_folds, spatial_influences)
 from geo.synth_rtm import make_rtm_town
+from test_rtm import _cli, _factor_args
 
 
 # --------------------------------------------------------------------------- fold assignment
@@ -190,21 +189,6 @@ def test_api_params_match_the_cli_defaults():
         RtmParams(cv="kfold")
     with pytest.raises(ValidationError):
         RtmParams(cv_block=0)
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-c", "from services.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
-
-
-def _factor_args(town, tmp_path):
-    files = []
-    for name in ("pubs", "stations", "bus_stops", "schools", "takeaways"):
-        p = tmp_path / f"{name}.csv"
-        g = town.features[name].to_crs("EPSG:4326")
-        pd.DataFrame({"longitude": g.geometry.x, "latitude": g.geometry.y}).to_csv(p, index=False)
-        files += ["--factor", f"{name}={p}"]
-    return files
 
 
 def test_cli_rtm_cv_default_and_random(town_store, town, tmp_path):
