@@ -6,6 +6,15 @@ their squares with rank labels, a scale bar and north arrow), the ranked table o
 (rank, location, harm, incidents, share of the town's harm, trend, status) and the patrol
 windows (visits per day x minutes, peak days and hours, from the Grip plan), then the
 parameters and automatic choices in small print.
+
+Rank labels (:func:`rank_labels`, :func:`place_labels`): on a town map several km wide a
+150 m square is 1-3 mm, smaller than its rank circle, so labels of adjacent spots would
+overlap. Each circle's size is measured with the figure's renderer and the labels are placed
+greedily in rank order: rank 1 (and any label with room) sits on its spot; a label that would
+overlap one already placed moves to the nearest free compass position around its spot (8
+directions, rings of one label size), inside the map and clear of the scale bar and north
+arrow, and a thin leader line with a dot joins it to its spot's centre. No two labels
+overlap; the placement is deterministic.
 """
 from __future__ import annotations
 
@@ -43,6 +52,132 @@ def _scale_bar(ax, x0, x1, y0, y1):
     nx, ny = x1 - span * 0.05, y1 - (y1 - y0) * 0.10
     ax.annotate("N", xy=(nx, ny + (y1 - y0) * 0.06), xytext=(nx, ny), ha="center", fontsize=9, fontweight="bold",
                 arrowprops=dict(arrowstyle="-|>", color="black", lw=1.2), zorder=10)
+
+
+#: Space kept between two rank-label circles on the page (points).
+LABEL_GAP_PT = 2.0
+#: Rings of candidate positions tried around a spot whose label cannot sit on it.
+LABEL_RINGS = 12
+_DIRS = np.array([(0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (1, -1), (-1, -1), (-1, 1)], dtype=float)  # N E S W NE..
+
+
+def _overlaps(c, half, centres, halves, gap):
+    """(m, k) bool: box ``c[i]`` +- ``half`` overlaps box ``centres[j]`` +- ``halves[j]`` (``gap`` kept between)."""
+    if not len(centres):
+        return np.zeros((len(c), 0), bool)
+    d = np.abs(c[:, None, :] - centres[None, :, :])
+    return ((d < half + halves[None, :, :] + gap).all(axis=2))
+
+
+def place_labels(xy, wh, bounds, *, gap: float = 0.0, obstacles=(), rings: int = LABEL_RINGS):
+    """Centres for label boxes of size ``wh`` tied to points ``xy`` so that no two boxes overlap.
+
+    Greedy and deterministic, in the given order (the caller passes rank order: rank 1 is
+    placed first and always sits on its point). A label sits on its point unless its box would
+    overlap a label already placed. Then the candidates are the 8 compass positions (N, E, S,
+    W and the diagonals) on rings 1, 2, ... ``rings`` box sizes out from the point, nearest
+    first, ties broken towards the side facing away from the neighbouring points, then in the
+    order N, E, S, W, NE, SE, SW, NW. A candidate must lie inside ``bounds`` (x0, y0, x1, y1)
+    and overlap no placed label and no ``obstacles`` box (x0, y0, x1, y1); on a first pass it
+    must also leave every other point's own (central) label box free, so a moved label never
+    takes the place of a label not yet placed or hides another spot. If nothing fits, the
+    label stays on its point (``moved`` False).
+
+    Parameters
+    ----------
+    xy : (n, 2) array
+        The points (data units).
+    wh : (n, 2) array
+        Label box widths and heights (data units).
+    gap : float
+        Clear space kept between boxes (data units).
+
+    Returns
+    -------
+    pos : (n, 2) array of label centres, and moved : (n,) bool (True = needs a leader line).
+    """
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    half = np.asarray(wh, dtype=float).reshape(-1, 2) / 2
+    n = len(xy)
+    bx0, by0, bx1, by1 = bounds
+    obs = np.asarray(obstacles, dtype=float).reshape(-1, 4)
+    o_c, o_h = (obs[:, :2] + obs[:, 2:]) / 2, np.abs(obs[:, 2:] - obs[:, :2]) / 2
+    pos = xy.copy()
+    moved = np.zeros(n, dtype=bool)
+    done = np.zeros(n, dtype=bool)
+    ks = np.arange(1, rings + 1, dtype=float)
+    for i in range(n):
+        h = half[i]
+        if not _overlaps(xy[i:i + 1], h, pos[done], half[done], gap).any():
+            done[i] = True
+            continue
+        step = 2 * h + gap
+        off = (ks[:, None, None] * _DIRS[None, :, :] * step).reshape(-1, 2)  # ring-major, 8 per ring
+        cand = xy[i] + off
+        dist = np.round(np.hypot(off[:, 0], off[:, 1]) / step.max(), 6)
+        near = np.hypot(*(xy - xy[i]).T) < 4 * step.max()
+        near[i] = False
+        away = (xy[i] - xy[near]).sum(axis=0) if near.any() else np.zeros(2)
+        unit = _DIRS / np.hypot(_DIRS[:, 0], _DIRS[:, 1])[:, None]
+        facing = -np.round(np.tile(unit @ away, rings) / (np.hypot(*away) or 1.0), 6)
+        order = np.lexsort((np.tile(np.arange(8), rings), facing, dist))
+        cand = cand[order]
+        ok = ((cand - h >= (bx0, by0)) & (cand + h <= (bx1, by1))).all(axis=1)
+        ok &= ~_overlaps(cand, h, pos[done], half[done], gap).any(axis=1)
+        ok &= ~_overlaps(cand, h, o_c, o_h, gap).any(axis=1)
+        others = np.arange(n) != i
+        free = ok & ~_overlaps(cand, h, xy[others], half[others], gap).any(axis=1)
+        pick = np.flatnonzero(free if free.any() else ok)
+        if len(pick):
+            pos[i] = cand[pick[0]]
+            moved[i] = True
+        done[i] = True
+    return pos, moved
+
+
+def rank_labels(fig, ax, spots, bounds):
+    """Draw the spots' rank labels on the page map ``ax`` so that no two overlap.
+
+    Each label is a bold number in a circle. Its size on the page comes from the figure's
+    renderer (the circle's window extent) and is turned into metres with the axes transform;
+    :func:`place_labels` then places the labels in rank order inside ``bounds`` (less a small
+    margin), clear of the scale bar, north arrow and note already on ``ax``. A label moved off
+    its spot gets a thin leader line from the spot's centre (a dot) to the label. Returns the
+    Text artists in rank order (gid ``hs-rank-<rank>``; leader lines ``hs-leader-<rank>``).
+    """
+    furniture = list(ax.texts) + list(ax.lines)
+    ax.apply_aspect()  # the transform the page will be drawn with
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    sp = spots.iloc[np.argsort(spots["rank"].to_numpy(), kind="stable")]
+    cen = sp.geometry.representative_point()
+    xy = np.column_stack([cen.x.to_numpy(), cen.y.to_numpy()])
+    (px0, py0), (px1, py1) = ax.transData.transform([(0.0, 0.0), (1.0, 1.0)])
+    sx, sy = abs(px1 - px0), abs(py1 - py0)  # pixels per metre
+    inv = ax.transData.inverted()
+    texts, wh = [], []
+    for r, (x, y) in zip(sp["rank"], xy):
+        t = ax.text(x, y, str(int(r)), ha="center", va="center", fontsize=7, fontweight="bold", color="#67000d",
+                    zorder=12, gid=f"hs-rank-{int(r)}",
+                    bbox=dict(boxstyle="circle,pad=0.18", facecolor="white", edgecolor="#a50f15", lw=0.8))
+        t.update_bbox_position_size(renderer)
+        e = t.get_bbox_patch().get_window_extent(renderer)
+        texts.append(t)
+        wh.append((e.width / sx, e.height / sy))
+    gap = LABEL_GAP_PT * fig.dpi / 72 / sx
+    obstacles = []
+    for a in furniture:
+        e = a.get_window_extent(renderer)
+        if e.width > 0 or e.height > 0:
+            (ox0, oy0), (ox1, oy1) = inv.transform([(e.x0, e.y0), (e.x1, e.y1)])
+            obstacles.append((ox0, oy0, ox1, oy1))
+    x0, y0, x1, y1 = bounds
+    pos, moved = place_labels(xy, wh, (x0 + gap, y0 + gap, x1 - gap, y1 - gap), gap=gap, obstacles=obstacles)
+    for t, r, (x, y), p, m in zip(texts, sp["rank"], xy, pos, moved):
+        if m:
+            t.set_position((p[0], p[1]))
+            ax.plot([x, p[0]], [y, p[1]], color="#67000d", lw=0.6, zorder=11, marker="o", markevery=[0], ms=2.0,
+                    solid_capstyle="round", gid=f"hs-leader-{int(r)}")
+    return texts
 
 
 def town_page(fig, town_name: str, town_geom, spots, plan, *, cells=None, period: str | None = None,
@@ -92,11 +227,6 @@ def town_page(fig, town_name: str, town_geom, spots, plan, *, cells=None, period
     if len(spots):
         sp = spots.to_crs(BNG)
         sp.plot(ax=ax, color="#de2d26", edgecolor="#67000d", linewidth=0.8, alpha=0.85)
-        cen = sp.geometry.representative_point()
-        for (r, pt) in zip(sp["rank"], cen):
-            ax.text(pt.x, pt.y, str(int(r)), ha="center", va="center", fontsize=7,
-                    fontweight="bold", color="#67000d",
-                    bbox=dict(boxstyle="circle,pad=0.18", facecolor="white", edgecolor="#a50f15", lw=0.8))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
@@ -110,6 +240,8 @@ def town_page(fig, town_name: str, town_geom, spots, plan, *, cells=None, period
     ax.text(0.005, 0.005, "British National Grid (EPSG:27700); grey = harm per 150 m cell",
             transform=ax.transAxes, fontsize=6, color="#555555", va="bottom")
     ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor="#999999", lw=0.5))
+    if len(spots):  # after the furniture: the labels keep clear of the scale bar, north arrow and note
+        rank_labels(fig, ax, sp, (x0, y0, x1, y1))
 
     # ranked table + patrol windows
     tab = fig.add_axes([0.06, 0.13, 0.88, 0.34])

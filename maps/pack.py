@@ -168,10 +168,11 @@ def _readme(spots, cells, towns, marking, period, inputs, info) -> str:
         "",
         "| file | what it is |",
         "|---|---|",
-        "| `map.html` | Offline map (open in any browser, no internet needed): harm spots with ranks and popups, "
-        "harm per 150 m cell (off by default; tick it in the layer list), town outlines. |",
-        f"| `briefing.pdf` | One A4 page per town ({len(towns)} pages): map of the harm spots with rank labels, "
-        "the ranked table and the patrol windows. |",
+        "| `map.html` | Offline map (open in any browser, no internet needed): harm spots with ranks and popups "
+        "(spots that touch share one rank label until you zoom in), harm per 150 m cell (off by default; tick it "
+        "in the layer list), town outlines. |",
+        f"| `briefing.pdf` | One A4 page per town ({len(towns)} pages): map of the harm spots with rank labels "
+        "(a label with no room on its spot has a thin line to it), the ranked table and the patrol windows. |",
         "| `exports/harm_spots.gpkg` | GeoPackage (EPSG:27700) for QGIS/ArcGIS: layers `harm_spots`, `cells`, "
         "`towns`; tables `plan` and the Grip tables. |",
         "| `exports/harm_spots.geojson` | GeoJSON (WGS84, RFC 7946) for web apps. |",

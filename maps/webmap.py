@@ -6,6 +6,19 @@ legend per layer (shown while the layer is on), popups that say why a place is o
 a title with the period, and the protective marking at the top and bottom of the page.
 ``save_map(m, path)`` writes one self-contained HTML file.
 
+Rank labels
+-----------
+Each harm spot's rank is drawn on its square (a 22 px high label). Zoomed out, adjacent
+150 m squares are a few pixels apart and their labels would overlap, so labels never overlap:
+at every zoom (recomputed on ``zoomend``, in the page's own script) labels whose boxes would
+touch are merged into one shared label listing their ranks in order, e.g. ``1·3·7``, at the
+mean position of their squares; zooming in splits it (from about zoom 14, 150 m >= 24 px,
+every spot has its own label). Chosen over hiding the lower ranks because an officer on a
+phone then still sees every rank at every zoom: none disappears, and the shared label says
+the squares are together. ``window.harmspot.layers[css]`` gives, for a spots layer,
+``labels`` (ranks labelled = spots with a rank), ``shown`` (label elements now on the map),
+``grouped`` (shared ones among them) and ``zoom``.
+
 Offline by default
 ------------------
 folium links Leaflet (and jQuery, Bootstrap, Font Awesome...) from CDNs. The maps here use
@@ -306,7 +319,8 @@ _CSS = """
   margin-right:5px;vertical-align:middle;border:1px solid #777}
 .hs-legend .hs-ramp{display:inline-block;width:120px;height:10px;vertical-align:middle}
 .hs-rank{background:#fff;border:2px solid #a50f15;border-radius:11px;text-align:center;font:bold 11px/18px Arial,
-  sans-serif;color:#a50f15}
+  sans-serif;color:#a50f15;box-sizing:border-box;white-space:nowrap}
+.hs-rank-group{background:#fff5f0}
 .hs-popup table{border-collapse:collapse;font-size:12px}.hs-popup th{text-align:left;padding-right:6px;color:#555}
 .hs-popup .hs-why{margin:0 0 4px 0;max-width:260px}
 """
@@ -345,13 +359,45 @@ _LAYER_JS = """
   var lyr = L.geoJSON(data, o);
   if(opts.kind!=='boundary') lyr.bindPopup(function(l){ return popup(l.feature.properties); }, {maxWidth:320});
   lyr.addTo(grp);
-  var labels = 0;
-  if(opts.kind==='spots'){ lyr.eachLayer(function(l){ var p=l.feature.properties; if(p.rank===undefined||p.rank===null) return;
-      var c=l.getBounds?l.getBounds().getCenter():l.getLatLng();
-      L.marker(c,{interactive:false,keyboard:false,icon:L.divIcon({className:'hs-rank',html:String(p.rank),iconSize:[22,22]})}).addTo(grp);
-      labels++; }); }
+  var labels = 0, st = {features: lyr.getLayers().length, labels: 0, canvas: !!opts.canvas};
+  if(opts.kind==='spots'){
+    // Rank labels never overlap: at each zoom, labels whose boxes would touch are merged into one
+    // label listing their ranks ("3·7·12") at the members' mean position; zooming in splits them.
+    var marks = [];
+    lyr.eachLayer(function(l){ var p=l.feature.properties; if(p.rank===undefined||p.rank===null) return;
+      marks.push({rank: p.rank, ll: l.getBounds?l.getBounds().getCenter():l.getLatLng()}); });
+    marks.sort(function(a,b){ return a.rank-b.rank; });
+    labels = marks.length;
+    var shown = L.layerGroup().addTo(grp), H = 22, GAP = 2, ready = false;
+    var ctx = document.createElement('canvas').getContext('2d');
+    ctx.font = 'bold 11px Arial,sans-serif';
+    function wide(t){ return Math.max(H, Math.ceil(ctx.measureText(t).width) + 12); }
+    function relabel(){
+      var gs = marks.map(function(m){ var q = map.latLngToLayerPoint(m.ll);
+        return {m: [m], q: [q], x: q.x, y: q.y, t: String(m.rank), w: wide(String(m.rank))}; });
+      var again = true;
+      while(again){ again = false;
+        for(var i=0; i<gs.length && !again; i++){ for(var j=i+1; j<gs.length; j++){ var a=gs[i], b=gs[j];
+          if(Math.abs(a.x-b.x) < (a.w+b.w)/2+GAP && Math.abs(a.y-b.y) < H+GAP){
+            a.m = a.m.concat(b.m); a.q = a.q.concat(b.q); gs.splice(j, 1);
+            var k = a.m.map(function(m,n){ return n; }).sort(function(u,v){ return a.m[u].rank-a.m[v].rank; });
+            a.m = k.map(function(n){ return a.m[n]; }); a.q = k.map(function(n){ return a.q[n]; });
+            a.x = a.q.reduce(function(s,q){ return s+q.x; }, 0)/a.q.length;
+            a.y = a.q.reduce(function(s,q){ return s+q.y; }, 0)/a.q.length;
+            a.t = a.m.map(function(m){ return String(m.rank); }).join('\u00b7'); a.w = wide(a.t);
+            again = true; break; } } } }
+      shown.clearLayers();
+      gs.forEach(function(g){ shown.addLayer(L.marker(map.layerPointToLatLng(L.point(g.x, g.y)),
+        {interactive:false, keyboard:false, icon:L.divIcon({className: g.m.length>1?'hs-rank hs-rank-group':'hs-rank',
+          html: fmt(g.t), iconSize:[g.w, H]})})); });
+      st.shown = gs.length; st.grouped = gs.filter(function(g){ return g.m.length>1; }).length; st.zoom = map.getZoom();
+    }
+    map.on('zoomend viewreset', function(){ if(ready) relabel(); });
+    map.whenReady(function(){ ready = true; relabel(); });
+  }
+  st.labels = labels;
   window.harmspot = window.harmspot || {layers:{}};
-  window.harmspot.layers[opts.css] = {features: lyr.getLayers().length, labels: labels, canvas: !!opts.canvas};
+  window.harmspot.layers[opts.css] = st;
   window.harmspotLayers = window.harmspotLayers || {};
   window.harmspotLayers[opts.css] = lyr;
 })();
@@ -667,7 +713,7 @@ def browser_check(html_path, *, screenshot=None, width: int = 1280, height: int 
     Returns ``{"load_ms", "drawn_ms", "requests", "external", "counts", "harmspot", "errors",
     "title", "marking", "heading", "paths", "js_heap_mb", "nodes"}``: every URL the page requested (``Network.requestWillBeSent``), those that are not
     local (``file:``/``data:``/``blob:``), per layer CSS class the number of SVG paths, image
-    overlays and rank labels in the rendered DOM, the page's own per-layer feature counts
+    overlays and rank labels (shared labels count once) in the rendered DOM, the page's own per-layer feature counts
     (``window.harmspot``) and JavaScript exceptions. ``block_network`` also points Chromium at
     a dead proxy so a stray request fails instead of leaving the machine (it is still reported).
     ``evaluate`` ({name: JS expression}) adds the expressions' values under ``"evaluated"``

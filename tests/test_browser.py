@@ -4,9 +4,11 @@ Debian's headless Chromium (``apt-get install chromium``; .ci/run installs it) i
 the DevTools protocol (package ``websocket-client``) with ``--no-sandbox
 --disable-background-networking``, a fresh profile and a dead proxy. The test reads the
 rendered DOM: one SVG ``<path>`` per drawn feature (Leaflet's SVG renderer), one
-``<img>`` per surface overlay, one rank label per harm spot, and every URL the page
-requested (``Network.requestWillBeSent``). A CDN-mode page is the negative control: the same
-detector must see its requests. A screenshot is saved under test-artifacts/.
+``<img>`` per surface overlay, every harm spot's rank labelled (spots whose labels would
+touch share one), and every URL the page requested (``Network.requestWillBeSent``). A
+CDN-mode page is the negative control: the same detector must see its requests. Screenshots
+are saved under test-artifacts/. Rank labels of planted touching spots are checked by their
+rendered boxes (``getBoundingClientRect``) at several zooms.
 
 Inputs are SYNTHETIC: geo.synth.make_town(42); harm spots from geo.grip.select_spots; the
 Gi* classes, KDE surface and Minerva zones are planted stand-ins with the columns those
@@ -120,7 +122,9 @@ def test_layers_drew_one_path_per_feature(rendered, layer_files, town):
     assert c["hs-zones:path"] == len(zones)
     assert c["hs-spots:path"] == len(spots.layer)
     assert c["hs-boundary:path"] == len(town.towns)
-    assert c["hs-rank:div"] == len(spots.layer)  # one rank label per harm spot
+    st = res["harmspot"]["layers"]["hs-spots"]
+    assert st["labels"] == len(spots.layer)  # every harm spot's rank is labelled...
+    assert c["hs-rank:div"] == st["shown"] <= len(spots.layer)  # ...in one label, or a label shared when they touch
     assert c["hs-surface:img"] == 1  # the KDE image overlay
     assert c["hs-marking:div"] == 2
     assert res["marking"] == "OFFICIAL-SENSITIVE"
@@ -197,3 +201,85 @@ def test_cli_map_check_json(layer_files, town, tmp_path, capsys):
     assert out["offline"] is True and out["check"]["external_requests"] == [] and out["check"]["js_errors"] == []
     assert out["check"]["drawn"]["Cells (cells.gpkg)"] == int((cells.layer["harm"] > 0).sum())
     assert out["check"]["drawn"]["Harm spots (spots.gpkg)"] == len(spots.layer)
+
+
+# ---------------------------------------------------------------- rank labels of touching spots
+_RANK_PROBE = """(function(){
+  var lyr = window.harmspotLayers['hs-spots'], map = lyr._map, out = {};
+  function snap(){ var r = [];
+    document.querySelectorAll('.hs-rank').forEach(function(e){ var b = e.getBoundingClientRect();
+      r.push({t: e.textContent, x0: b.left, y0: b.top, x1: b.right, y1: b.bottom}); });
+    return {zoom: map.getZoom(), labels: r, state: JSON.parse(JSON.stringify(window.harmspot.layers['hs-spots'])),
+      centres: lyr.getLayers().map(function(l){ var p = map.latLngToContainerPoint(l.getBounds().getCenter());
+        return [l.feature.properties.rank, p.x, p.y]; })}; }
+  var z0 = map.getZoom();
+  out.initial = snap();
+  map.setZoom(z0 + 1, {animate: false}); out.plus1 = snap();
+  map.setZoom(z0 + 2, {animate: false}); out.plus2 = snap();
+  map.setZoom(18, {animate: false}); out.z18 = snap();
+  return JSON.stringify(out); })()"""
+
+
+def _clustered_spots(town):
+    """PLANTED: a cluster of five adjacent 150 m squares (2x2 + 1), a row of three and three isolated squares."""
+    x0, y0, x1, y1 = town.boundary.total_bounds
+    ox, oy = round((x0 + x1) / 2 / 150) * 150, round((y0 + y1) / 2 / 150) * 150
+    cells = [(1, 0, 0), (3, 1, 0), (4, 0, 1), (7, 1, 1), (9, 2, 0),  # cluster of five
+             (2, 8, 10), (6, 9, 10), (8, 10, 10),  # row of three
+             (5, -25, -18), (10, 24, -16), (11, -20, 17)]  # isolated, 2.5 km+ from the others
+    r, ix, iy = (np.array(v) for v in zip(*cells))
+    x, y = ox + ix * 150.0, oy + iy * 150.0
+    return gpd.GeoDataFrame({"spot_id": [f"S{k}" for k in r], "rank": r, "town": "Harmstead",
+                             "harm": 1000.0 / r, "count": 5},
+                            geometry=shapely.box(x, y, x + 150, y + 150), crs=BNG)
+
+
+def _rect_overlaps(labels):
+    return [(a["t"], b["t"]) for i, a in enumerate(labels) for b in labels[i + 1:]
+            if min(a["x1"], b["x1"]) - max(a["x0"], b["x0"]) > 0 and min(a["y1"], b["y1"]) - max(a["y0"], b["y0"]) > 0]
+
+
+def _ranks_shown(labels):
+    return sorted(int(k) for lab in labels for k in lab["t"].split("\u00b7"))
+
+
+def test_rank_labels_never_overlap(town, tmp_path):
+    """Touching spots: the rank labels' rendered boxes (getBoundingClientRect) never overlap at the
+    initial zoom or after zooming in, every rank is shown exactly once at each zoom (alone or in a
+    shared '3·7·12' label), and at zoom 18 (150 m = several hundred pixels) every rank has its own label.
+
+    Reference for the defect: at the initial zoom the 22 px boxes centred on the planted squares'
+    centres (latLngToContainerPoint) would overlap; each label is 22 px high (its CSS/icon size)."""
+    import json
+
+    _need_browser()
+    spots = _clustered_spots(town)
+    m, _ = wm.build_map([wm.MapLayer("Harm spots", spots, "spots", {})], boundary=town.towns, title="Clustered spots")
+    html = wm.save_map(m, tmp_path / "clustered.html")
+    res = wm.browser_check(html, screenshot=ARTIFACTS / "map_rank_labels.png", evaluate={"probe": _RANK_PROBE})
+    assert res["errors"] == []
+    out = json.loads(res["evaluated"]["probe"])
+    n = len(spots)
+    # the defect would show: some pair of naive 22 px labels on the squares' centres overlaps at the initial zoom
+    cen = out["initial"]["centres"]
+    naive = [(a[0], b[0]) for i, a in enumerate(cen) for b in cen[i + 1:]
+             if abs(a[1] - b[1]) < 22 and abs(a[2] - b[2]) < 22]
+    assert len(naive) >= 4, naive
+    for key in ("initial", "plus1", "plus2", "z18"):
+        snap = out[key]
+        labs = snap["labels"]
+        assert _rect_overlaps(labs) == [], (key, snap["zoom"], labs)
+        assert _ranks_shown(labs) == list(range(1, n + 1)), (key, labs)
+        assert all(abs((lab["y1"] - lab["y0"]) - 22) < 0.5 for lab in labs)  # the box is the 22 px label
+        st = snap["state"]
+        assert st["labels"] == n and st["shown"] == len(labs)
+    assert out["initial"]["state"]["grouped"] >= 1  # touching spots share a label when zoomed out
+    assert out["z18"]["zoom"] == 18 and out["z18"]["state"]["grouped"] == 0
+    assert sorted(int(lab["t"]) for lab in out["z18"]["labels"]) == list(range(1, n + 1))  # one label per spot
+    # a shared label sits over its squares: inside the box spanned by its members' centres (+ half a label)
+    for lab in out["initial"]["labels"]:
+        ks = [int(k) for k in lab["t"].split("\u00b7")]
+        xs = [c[1] for c in cen if c[0] in ks]
+        ys = [c[2] for c in cen if c[0] in ks]
+        cx, cy = (lab["x0"] + lab["x1"]) / 2, (lab["y0"] + lab["y1"]) / 2
+        assert min(xs) - 1 <= cx <= max(xs) + 1 and min(ys) - 1 <= cy <= max(ys) + 1
