@@ -998,13 +998,20 @@ class NeighbourCache:
         return nb
 
 
-def neighbours_key(kind: str, frame, rule: dict) -> str:
+def _centroid_xy(frame) -> np.ndarray:
+    """(n, 2) float64 centroids of the units, in unit order."""
+    c = frame.geometry.centroid
+    return np.ascontiguousarray(np.column_stack([c.x.to_numpy(float), c.y.to_numpy(float)]))
+
+
+def neighbours_key(kind: str, frame, rule: dict, *, centroids: np.ndarray | None = None) -> str:
     """Cache key of a neighbour matrix: the rule plus a SHA-256 digest of the exact units.
 
     H3: the cell ids in unit order. Polygons (contiguity): every coordinate in unit order
     plus each unit's geometry type and numbers of coordinates, parts and holes, so an
     edited boundary (one vertex moved) gets a new key. Distance band: the unit
-    centroids. Any change of units, their order or the rule changes the key."""
+    centroids (``centroids`` when the caller already has them). Any change of units,
+    their order or the rule changes the key."""
     import hashlib
     import json
 
@@ -1012,8 +1019,7 @@ def neighbours_key(kind: str, frame, rule: dict) -> str:
     if kind == "h3" and "band_m" not in rule:
         h.update(_h3_cells(frame).tobytes())
     elif "band_m" in rule:
-        c = frame.geometry.centroid
-        h.update(np.ascontiguousarray(np.column_stack([c.x.to_numpy(float), c.y.to_numpy(float)])).tobytes())
+        h.update(np.ascontiguousarray(_centroid_xy(frame) if centroids is None else centroids, float).tobytes())
     else:
         import shapely
 
@@ -1056,17 +1062,15 @@ def neighbours_for(units, frame, *, band: float | None = None, ring: int | None 
         build = lambda: h3_ring_neighbours(_h3_cells(frame), ring)  # noqa: E731
     elif band is not None:
         rule = {"neighbours": "distance band", "band_m": float(band)}
-
-        def build():
-            c = frame.geometry.centroid
-            return distance_band_neighbours(np.column_stack([c.x, c.y]), band)
+        xy = _centroid_xy(frame)  # once, for the build and the cache key
+        build = lambda: distance_band_neighbours(xy, band)  # noqa: E731
     else:
         choices.append(Choice("neighbours", f"{contiguity} contiguity", "polygons sharing a boundary"))
         rule = {"neighbours": f"{contiguity} contiguity"}
         build = lambda: contiguity_neighbours(frame.geometry.values, contiguity)  # noqa: E731
     if cache is None:
         return build(), choices
-    key = neighbours_key(kind, frame, rule)
+    key = neighbours_key(kind, frame, rule, centroids=xy if band is not None else None)
     nb = cache.get(key, build)
     said = {"memory": "reused (built earlier in this session)", "stored": "reused from the store",
             "built": "built now and cached"}[cache.last]
