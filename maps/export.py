@@ -358,6 +358,21 @@ def class_breaks(values, k: int = 5) -> np.ndarray:
     return b
 
 
+def parse_breaks(text: str) -> np.ndarray:
+    """Class upper bounds from text such as ``"10,50,100,500"`` (positive, strictly increasing).
+
+    Raises :class:`HarmspotError` naming what is wrong."""
+    parts = [t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()]
+    try:
+        b = np.array([float(t) for t in parts], dtype=float)
+    except ValueError:
+        raise HarmspotError(f"--breaks {text!r}: give class upper bounds as numbers, e.g. 10,50,100,500") from None
+    if len(b) == 0 or not np.isfinite(b).all() or (b <= 0).any() or (np.diff(b) <= 0).any():
+        raise HarmspotError(f"--breaks {text!r}: the class upper bounds must be positive and increasing, "
+                            "e.g. 10,50,100,500")
+    return b
+
+
 def classify(values, breaks) -> np.ndarray:
     """Class index 0..len(breaks)-1 for each value (-1 for zero, negative or missing)."""
     v = np.asarray(values, dtype=float)
@@ -393,11 +408,13 @@ def gistar_colour(label) -> str:
     return GISTAR_COLOURS["not"]
 
 
-def feature_styles(gdf, kind: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+def feature_styles(gdf, kind: str | None = None, breaks=None) -> tuple[list[str], list[tuple[str, str]]]:
     """Per-feature colour and the legend [(label, colour)] for a vector layer.
 
     spots: rank bands 1-3 / 4-10 / 11+ (dark to light red); gistar: the class colours;
-    zones: one colour per quadrant (``quadrant`` or Minerva's ``type``); cells: quantile classes of :func:`value_column`.
+    zones: one colour per quadrant (``quadrant`` or Minerva's ``type``); cells: quantile classes of
+    :func:`value_column`, or, with ``breaks`` (class upper bounds, e.g. last week's), those classes
+    plus an open top class ("over" the last bound), so maps of different periods share colours.
     """
     kind = kind or layer_kind(gdf)
     n = len(gdf)
@@ -420,13 +437,14 @@ def feature_styles(gdf, kind: str | None = None) -> tuple[list[str], list[tuple[
         return [cmap[x] for x in q], [(u, cmap[u]) for u in uniq]
     vc = value_column(gdf)
     if vc is not None:
-        breaks = class_breaks(gdf[vc].to_numpy())
-        cls = classify(gdf[vc].to_numpy(), breaks)
-        pal = ramp(len(breaks))
+        fixed = breaks is not None
+        bounds = np.append(np.asarray(breaks, float), np.inf) if fixed else class_breaks(gdf[vc].to_numpy())
+        cls = classify(gdf[vc].to_numpy(), bounds)
+        pal = ramp(len(bounds))
         lo = 0.0
         legend = []
-        for b, col in zip(breaks, pal):
-            legend.append((f"{vc} {_fmt(lo)} - {_fmt(b)}", col))
+        for b, col in zip(bounds, pal):
+            legend.append((f"{vc} over {_fmt(lo)}" if np.isinf(b) else f"{vc} {_fmt(lo)} - {_fmt(b)}", col))
             lo = b
         return [pal[i] if i >= 0 else "#ffffff" for i in cls], legend
     return ["#3366cc"] * n, []

@@ -56,7 +56,8 @@ import pandas as pd
 from geo import BNG, WGS84
 from geo.errors import HarmspotError
 from geo.result import Choice, Raster
-from maps.export import (GISTAR_COLOURS, feature_styles, label_column, layer_kind, read_layer, value_column)
+from maps.export import (GISTAR_COLOURS, class_breaks, feature_styles, label_column, layer_kind, read_layer,
+                         value_column)
 
 #: Above this many drawn cells a cell layer is merged to coarser squares.
 MAX_FEATURES = 50_000
@@ -258,12 +259,14 @@ def feature_collection_json(gdf, kind: str, colours: list[str]) -> str:
 
 
 # ============================================================================ surfaces
-def surface_image(r: Raster, max_px: int = MAX_IMAGE_PX) -> tuple[str, list, tuple[float, float]]:
+def surface_image(r: Raster, max_px: int = MAX_IMAGE_PX, vmax: float | None = None
+                  ) -> tuple[str, list, tuple[float, float]]:
     """A transparent PNG (data URL) of a surface warped to Web Mercator, its lat/lon bounds and value range.
 
-    The YlOrRd ramp runs from 0 to the 99th percentile of the positive values (a few extreme
-    cells would otherwise wash the rest out; higher values take the top colour). Values below
-    2 % of that, NaN and nodata are transparent; opacity rises from 0.2 to 0.85 so low values
+    The YlOrRd ramp runs from 0 to ``vmax``, by default the 99th percentile of the positive
+    values (a few extreme cells would otherwise wash the rest out; higher values take the top
+    colour); give ``vmax`` (e.g. last week's) to keep the same ramp across maps. Values below
+    2 % of it, NaN and nodata are transparent; opacity rises from 0.2 to 0.85 so low values
     do not hide the boundaries.
     """
     from PIL import Image
@@ -284,9 +287,10 @@ def surface_image(r: Raster, max_px: int = MAX_IMAGE_PX) -> tuple[str, list, tup
     dst = np.full((dh, dw), np.nan)
     reproject(arr, dst, src_transform=r.transform, src_crs=r.crs or BNG, dst_transform=dst_t, dst_crs="EPSG:3857",
               resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
-    pos = dst[np.isfinite(dst) & (dst > 0)]
-    vmax = float(np.quantile(pos, 0.99)) if pos.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
+    if vmax is None:
+        pos = dst[np.isfinite(dst) & (dst > 0)]
+        vmax = float(np.quantile(pos, 0.99)) if pos.size else 1.0
+    vmax = float(vmax) if vmax > 0 else 1.0
     vmin = 0.0
     t = np.clip(np.nan_to_num(dst, nan=0.0) / vmax, 0, 1)
     rgba = colormaps["YlOrRd"](t)
@@ -439,7 +443,8 @@ def _title_html(title: str, period: str | None, choices: list[str], marking: str
 # ============================================================================ the map
 def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str | None = DEFAULT_MARKING,
               tiles: str | None = None, tiles_attr: str | None = None, boundary=None,
-              max_features: int = MAX_FEATURES, canvas_from: int = CANVAS_FROM, period: str | None = None):
+              max_features: int = MAX_FEATURES, canvas_from: int = CANVAS_FROM, period: str | None = None,
+              breaks=None, surface_max: float | None = None):
     """A folium Map of harmspot layers (see the module docstring). Returns (Map, :class:`MapInfo`).
 
     Parameters
@@ -457,6 +462,12 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
         Size rules (cells merged above ``max_features``; canvas renderer above ``canvas_from``).
     period : str, optional
         Period label; default from the layers' sidecars.
+    breaks : sequence of float, optional
+        Class upper bounds for every cells layer (plus an open top class), e.g. last week's,
+        so that maps of different periods share colours. Without it each cells layer gets
+        quantile classes, echoed in ``info.choices`` so they can be passed next time.
+    surface_max : float, optional
+        Top of the surfaces' colour ramp; default each surface's 99th percentile (echoed).
     """
     import folium
     from branca.element import Element
@@ -494,15 +505,19 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
         fg = folium.FeatureGroup(name=L.name, show=L.show, overlay=True, control=True)
         fg.add_to(m)
         if isinstance(L.data, Raster):
-            url, bnds, (vmin, vmax) = surface_image(L.data)
+            url, bnds, (vmin, vmax) = surface_image(L.data, vmax=surface_max)
+            if surface_max is None:
+                info.choices.append(Choice(f"{L.name} colour ramp top", f"{vmax:.4g}",
+                                           "99th percentile of the surface; --surface-max keeps it on the next map"))
             folium.raster_layers.ImageOverlay(image=url, bounds=bnds, opacity=1.0, interactive=False,
                                               cross_origin=False, zindex=1, class_name=css).add_to(fg)
             all_bounds.append(bnds)
             grad = "linear-gradient(to right, rgba(255,255,178,.3), #fd8d3c, #bd0026)"
             unit = f" {L.data.units}" if L.data.units else ""
             legend_entries.append((L.name, css, [(f"{vmin:g} - {vmax:.3g}{unit}", grad)],
-                                   f"{L.data.name}; top colour = 99th percentile and above; "
-                                   "below 2% of it transparent"))
+                                   f"{L.data.name}; top colour = "
+                                   + ("99th percentile" if surface_max is None else "--surface-max")
+                                   + " and above; below 2% of it transparent"))
             info.layers.append({"name": L.name, "kind": L.kind, "css_class": css, "drawn": 1, "total": 1,
                                 "renderer": "image"})
             continue
@@ -527,7 +542,14 @@ def build_map(layers: list[MapLayer], *, title: str | None = None, marking: str 
             info.layers.append({"name": L.name, "kind": L.kind, "css_class": css, "drawn": 0, "total": total,
                                 "renderer": "none"})
             continue
-        colours, legend = feature_styles(gdf, L.kind)
+        vc = value_column(gdf) if L.kind == "cells" else None
+        if vc is not None and breaks is None:
+            auto = class_breaks(gdf[vc].to_numpy())
+            keep = auto[:-1] if len(auto) > 1 else auto  # the top class is open ("over ...") when passed back
+            info.choices.append(Choice(f"{L.name} classes", ",".join(repr(float(b)) for b in keep),
+                                       f"quantile class bounds of {vc} (top class: the rest); --breaks with these "
+                                       "gives the next map the same classes and colours"))
+        colours, legend = feature_styles(gdf, L.kind, breaks=breaks if L.kind == "cells" else None)
         fc = feature_collection_json(gdf, L.kind, colours)
         canvas = len(gdf) > canvas_from
         opts = {"kind": L.kind, "css": css, "canvas": canvas, "period": period_label([L.meta]) or info.period,
@@ -674,11 +696,11 @@ def save_map(m, path, *, offline: bool = True) -> Path:
 
 
 def make_map(paths, out, *, title=None, marking=DEFAULT_MARKING, tiles=None, offline=True, boundary=None,
-             max_features=MAX_FEATURES) -> tuple[Path, MapInfo]:
+             max_features=MAX_FEATURES, breaks=None, surface_max=None) -> tuple[Path, MapInfo]:
     """``harmspot map``: layer files -> one HTML map. Returns the path and :class:`MapInfo`."""
     layers = load_map_layers(paths)
     m, info = build_map(layers, title=title, marking=marking, tiles=tiles, boundary=boundary,
-                        max_features=max_features)
+                        max_features=max_features, breaks=breaks, surface_max=surface_max)
     return save_map(m, out, offline=offline), info
 
 

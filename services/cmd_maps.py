@@ -34,6 +34,13 @@ def register(app) -> None:
         name_col: Optional[str] = typer.Option(None, "--name-col", help="Name column of --boundary."),
         max_features: int = typer.Option(50_000, "--max-features", help="Above this many cells, merge to "
                                          "coarser squares."),
+        breaks: Optional[str] = typer.Option(None, "--breaks", help="Class upper bounds for cell layers, e.g. "
+                                             "10,50,100,500 (plus an 'over 500' class), so this week's map uses "
+                                             "last week's classes. Default: quantiles of this map, echoed so they "
+                                             "can be passed next time."),
+        surface_max: Optional[float] = typer.Option(None, "--surface-max", min=0.0, help="Top of the KDE/RTM "
+                                                    "surfaces' colour ramp (default: each surface's 99th "
+                                                    "percentile, echoed)."),
         check: bool = typer.Option(False, "--check", help="Open the map in headless Chromium and report what drew "
                                    "and any request that would leave the machine (needs chromium, websocket-client)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: out, bytes, layers."),
@@ -43,10 +50,13 @@ def register(app) -> None:
         from services.cli import load_area
         from services.ui import console, echo_choices, print_json
 
+        from maps.export import parse_breaks
+
+        fixed = parse_breaks(breaks) if breaks is not None else None
         layers = load_map_layers(layer_files)
         bnd = load_area(boundary, name_col) if boundary else None
         m, info = build_map(layers, title=title, marking=marking or None, tiles=tiles, boundary=bnd,
-                            max_features=max_features)
+                            max_features=max_features, breaks=fixed, surface_max=surface_max)
         hidden = {L.name for L in layers if not L.show}
         echo_choices(info.choices)
         p = save_map(m, out, offline=not cdn)
@@ -80,7 +90,7 @@ def register(app) -> None:
                 console.print(f"  [yellow]![/] {u}")
         if as_json:
             print_json({"out": str(p), "bytes": size, "offline": not cdn, "layers": info.layers,
-                        "period": info.period, "check": checked})
+                        "period": info.period, "check": checked, "choices": [c.to_dict() for c in info.choices]})
 
     @app.command("export", epilog="Example: harmspot export spots.gpkg --format kml --out spots.kml")
     def export_cmd(

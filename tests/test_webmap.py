@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import geopandas as gpd
 import numpy as np
@@ -190,3 +191,79 @@ def test_default_visibility_and_periods(cells_file, tmp_path):
     layers[1].meta = meta_a
     txt = wm.periods_text(layers)
     assert txt == "2025-01-01 to 2025-12-31 (cells, gi* hot and cold spots); 2025-10-01 to 2025-12-31 (surface)"
+
+
+def test_fixed_breaks_share_colours_across_maps():
+    """Planted values: with the same ``breaks`` two maps of different data give a value the same
+    colour (the point: this week's map read against last week's); a value equal to a bound is in
+    the lower class, above the last bound in the open top class, zero in none. Without breaks the
+    classes are the quantiles (reference: ``numpy.quantile`` of the positive values)."""
+    def cells(values):
+        n = len(values)
+        return gpd.GeoDataFrame({"cell_id": [f"c{i}" for i in range(n)], "harm": values},
+                                geometry=shapely.box(np.arange(n) * 150.0, 0, np.arange(n) * 150.0 + 150, 150), crs=BNG)
+
+    b = ex.parse_breaks("10, 50,100")
+    week1, week2 = cells([0, 5, 10, 11, 50, 99, 100, 101, 5000]), cells([7, 10, 60, 3000])
+    c1, legend = ex.feature_styles(week1, "cells", breaks=b)
+    c2, _ = ex.feature_styles(week2, "cells", breaks=b)
+    pal = ex.ramp(4)
+    assert c1 == ["#ffffff", pal[0], pal[0], pal[1], pal[1], pal[2], pal[2], pal[3], pal[3]]
+    assert c2 == [pal[0], pal[0], pal[2], pal[3]]  # 7 and 10 coloured as 5 and 10 were in week 1
+    assert [lab for lab, _ in legend] == ["harm 0 - 10", "harm 10 - 50", "harm 50 - 100", "harm over 100"]
+    auto = np.quantile([5, 10, 11, 50, 99, 100, 101, 5000], [0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(ex.class_breaks(week1["harm"]), auto)
+    for bad in ("10,5", "0,10", "a,b", ""):
+        with pytest.raises(wm.HarmspotError, match="--breaks"):
+            ex.parse_breaks(bad)
+
+
+def test_map_echoes_classes_and_reuses_them(cells_file, tmp_path):
+    """The automatic classes of a cells layer are echoed as a choice (the quantile bounds but the
+    last: the top class is the rest); passing them back as ``breaks`` gives every cell exactly the
+    same colour (no automatic choice then). A surface's ramp top is echoed and can be fixed
+    (``surface_image`` returns the value it used)."""
+    import re
+
+    p, res = cells_file
+    _, info = wm.make_map([p], tmp_path / "a.html")
+    ch = [c for c in info.choices if c.name.endswith("classes")]
+    assert len(ch) == 1 and ch[0].automatic
+    breaks = ex.parse_breaks(ch[0].value)
+    vals = res.layer["harm"].to_numpy()
+    np.testing.assert_array_equal(breaks, ex.class_breaks(vals[vals > 0])[:-1])  # exact: repr round-trips
+    path_b, info_b = wm.make_map([p], tmp_path / "b.html", breaks=breaks)
+    assert not [c for c in info_b.choices if c.name.endswith("classes")]
+    colours = lambda html: re.findall(r'"_c":"(#[0-9a-f]{6})"', html)  # noqa: E731
+    a_cols, b_cols = colours((tmp_path / "a.html").read_text()), colours(path_b.read_text())
+    assert len(a_cols) == int((vals > 0).sum()) and len(set(a_cols)) == len(breaks) + 1
+    assert a_cols == b_cols
+    r = Raster(np.outer(np.hanning(30), np.hanning(40)), Affine(50, 0, 561_000, 0, -50, 216_000))
+    assert wm.surface_image(r, vmax=0.5)[2] == (0.0, 0.5)
+    auto_top = wm.surface_image(r)[2][1]
+    assert auto_top == pytest.approx(np.quantile(r.array[r.array > 0], 0.99), rel=0.05)
+
+
+def test_cli_map_breaks(cells_file, tmp_path, capsys):
+    """``harmspot map --breaks``: bad bounds stop with exit 2 and say why; good ones are used (the
+    JSON names no automatic classes) and the automatic run echoes its classes."""
+    from services.cli import main
+
+    p, _ = cells_file
+
+    def run(*extra):
+        try:
+            main(["map", str(p), "--out", str(tmp_path / "m.html"), "--json", *extra])
+        except SystemExit as exc:
+            return exc.code or 0, capsys.readouterr()
+        return 0, capsys.readouterr()
+
+    code, cap = run("--breaks", "50,10")
+    assert code == 2 and "--breaks" in " ".join(cap.err.split()) and "increasing" in " ".join(cap.err.split())
+    code, cap = run()
+    auto = [c for c in json.loads(cap.out.strip().splitlines()[-1])["choices"] if c["name"].endswith("classes")]
+    assert code == 0 and len(auto) == 1 and auto[0]["automatic"] and "classes" in cap.err
+    np.testing.assert_array_equal(ex.parse_breaks(auto[0]["value"]), ex.class_breaks(cells_file[1].layer["harm"])[:-1])
+    code, cap = run("--breaks", auto[0]["value"], "--surface-max", "2")
+    out = json.loads(cap.out.strip().splitlines()[-1])
+    assert code == 0 and not [c for c in out["choices"] if c["name"].endswith("classes")]
