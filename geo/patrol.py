@@ -49,6 +49,8 @@ from .result import AnalysisResult, Choice
 #: Rejection reasons (stable strings, written to the rejects file).
 PING_REJECT_REASONS = ("missing unit id", "unparsable time", "unparsable coordinates", "duplicate ping",
                        "out of order", "impossible jump")
+# the same reasons as small integer codes while validating: 1 + index above (0 = accepted)
+_MISSING_UNIT, _BAD_TIME, _BAD_XY, _DUPLICATE, _OUT_OF_ORDER, _JUMP = range(1, 7)
 
 LOCAL_TZ = "Europe/London"
 
@@ -123,6 +125,16 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     Returns
     -------
     PingTable
+
+    Notes
+    -----
+    A row gets the first reason that applies, in the order of ``PING_REJECT_REASONS``.
+    The work is vectorised: reasons are kept as one small integer code per row (strings
+    are made for the rejected rows only), unit ids are dictionary-encoded once with
+    codes in the ids' sort order, the surviving rows are put in (unit, time) order by
+    one stable sort of those codes, duplicates and out-of-order rows come from a running
+    maximum along that order, and spike rounds after the first revisit only the
+    neighbours of the pings just dropped.
     """
     n = len(raw)
     cols = [unit_col, time_col] + ([x_col, y_col] if x_col else [lon_col, lat_col])
@@ -130,93 +142,190 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     if missing:
         raise PingError(f"{source}: missing ping column(s) {missing}; found {list(raw.columns)[:12]}. "
                         "Name yours with --unit-col/--time-col/--lon-col/--lat-col (or --x-col/--y-col for BNG)")
-    reason = np.full(n, "", dtype=object)
-    fld = np.full(n, "", dtype=object)
+    # code[i] = 0 (accepted so far) or 1 + index of the row's reason in PING_REJECT_REASONS
+    code = np.zeros(n, np.uint8)
 
-    def flag(mask, why, f):
-        m = np.asarray(mask, bool) & (reason == "")
-        reason[m] = why
-        fld[m] = f
+    def flag(mask, c):
+        code[np.asarray(mask, bool) & (code == 0)] = c
 
     unit = raw[unit_col].astype("string").str.strip()
-    flag(unit.isna().to_numpy() | (unit.fillna("") == "").to_numpy(), "missing unit id", unit_col)
+    ucode, uids = _unit_codes(unit)
+    flag(ucode < 0, _MISSING_UNIT)
     t = _parse_times(raw[time_col], naive_tz)
-    flag(t.isna().to_numpy(), "unparsable time", time_col)
+    flag(t.isna().to_numpy(), _BAD_TIME)
+    tns = (t.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(t) else np.zeros(0, "datetime64[ns]")
+           ).view(np.int64)
+    del t
     if x_col:
         x = pd.to_numeric(raw[x_col], errors="coerce").to_numpy(float)
         y = pd.to_numeric(raw[y_col], errors="coerce").to_numpy(float)
         bad = ~(np.isfinite(x) & np.isfinite(y)) | (x < -1e5) | (x > 8e5) | (y < -1e5) | (y > 1.4e6)
-        flag(bad, "unparsable coordinates", f"{x_col}/{y_col}")
+        flag(bad, _BAD_XY)
+        xy_field = f"{x_col}/{y_col}"
     else:
         lon = pd.to_numeric(raw[lon_col], errors="coerce").to_numpy(float)
         lat = pd.to_numeric(raw[lat_col], errors="coerce").to_numpy(float)
         bad = ~(np.isfinite(lon) & np.isfinite(lat)) | (np.abs(lon) > 180) | (np.abs(lat) > 90)
-        flag(bad, "unparsable coordinates", f"{lon_col}/{lat_col}")
+        flag(bad, _BAD_XY)
+        xy_field = f"{lon_col}/{lat_col}"
         x = np.full(n, np.nan)
         y = np.full(n, np.nan)
-        ok = ~bad
-        if ok.any():
+        ok = np.flatnonzero(code == 0)  # projected point by point: only the rows still in play need it
+        if len(ok):
             from pyproj import Transformer
 
             tr = Transformer.from_crs(WGS84, BNG, always_xy=True)
             x[ok], y[ok] = tr.transform(lon[ok], lat[ok])
-    t_naive = t.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(t) else np.zeros(0, "datetime64[ns]")
-    tns = t_naive.astype(np.int64)
-    ucode = pd.factorize(unit.fillna(""))[0]
-    # duplicates: same unit and time (first kept)
-    ok = reason == ""
-    idx = np.flatnonzero(ok)
-    dup = pd.DataFrame({"u": ucode[idx], "t": tns[idx]}).duplicated().to_numpy()
-    m = np.zeros(n, bool)
-    m[idx[dup]] = True
-    flag(m, "duplicate ping", time_col)
-    # out of order: earlier than the running maximum of the unit's previous valid pings (file order)
-    idx = np.flatnonzero(reason == "")
-    if len(idx):
-        s = pd.DataFrame({"u": ucode[idx], "t": tns[idx]})
-        prev_max = s.groupby("u")["t"].cummax().groupby(s["u"]).shift(1)
-        ooo = (s["t"] < prev_max).fillna(False).to_numpy(bool)
-        m = np.zeros(n, bool)
-        m[idx[ooo]] = True
-        flag(m, "out of order", time_col)
-    # impossible jumps (spikes), a few vectorised rounds on the remaining pings
-    for _ in range(10):
-        idx = np.flatnonzero(reason == "")
-        if len(idx) < 3:
-            break
-        o = np.lexsort((tns[idx], ucode[idx]))
-        ii = idx[o]
-        uu, tt, xx, yy = ucode[ii], tns[ii] / 1e9, x[ii], y[ii]
-        same = uu[1:] == uu[:-1]
-        dt = np.maximum(np.diff(tt), 1e-9)
-        v = np.hypot(np.diff(xx), np.diff(yy)) / dt
-        fast = same & (v > max_speed_mps)
-        spike_in = np.r_[False, fast]
-        spike_out = np.r_[fast, False]
-        spike = spike_in & spike_out
-        if not spike.any():
-            break
-        m = np.zeros(n, bool)
-        m[ii[spike]] = True
-        flag(m, "impossible jump", "coordinates")
-    ok = reason == ""
-    rej = raw.loc[~ok].copy()
-    rej.insert(0, "source_row", np.flatnonzero(~ok) + 2 if source.endswith((".csv", ".gz")) else np.flatnonzero(~ok))
-    rej.insert(1, "reason", reason[~ok])
-    rej.insert(2, "field", fld[~ok])
-    frame = pd.DataFrame({"unit_id": unit.to_numpy()[ok], "t": t_naive[ok], "x": x[ok], "y": y[ok],
-                          "source_row": (np.flatnonzero(ok) + (2 if source.endswith((".csv", ".gz")) else 0))})
-    frame["unit_id"] = frame["unit_id"].astype(str)
-    frame["t"] = frame["t"].dt.tz_localize("UTC")
+        del lon, lat, ok
+    del bad
+    # duplicates (same unit and time; first kept) and out-of-order pings, then spikes, on (unit, time) order
+    order = _order_checks(np.flatnonzero(code == 0), ucode, tns, code)
+    order = order[_spike_rounds(order, ucode, tns, x, y, max_speed_mps, code)]
+    # the accepted rows, already in the frame's (unit_id, t) order
+    off = 2 if source.endswith((".csv", ".gz")) else 0
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    uid = pd.Series(pd.array(pc.take(uids, pa.array(ucode[order])), dtype=unit.dtype)).astype(str)
+    t = pd.Series(tns[order].view("datetime64[ns]")).dt.tz_localize("UTC")
+    frame = pd.DataFrame({"unit_id": uid, "t": t, "x": x[order], "y": y[order], "source_row": order + off},
+                         copy=False)  # fresh arrays: no copy, no block consolidation
     if team_col and team_col in raw.columns:
-        frame["team"] = raw[team_col].astype("string").to_numpy()[ok]
+        frame["team"] = raw[team_col].astype("string").to_numpy()[order]
     for extra in ("speed", "status"):
         if extra in raw.columns:
-            frame[extra] = raw[extra].to_numpy()[ok]
-    frame = frame.sort_values(["unit_id", "t"], kind="stable").reset_index(drop=True)
+            frame[extra] = raw[extra].to_numpy()[order]
+    rows = np.flatnonzero(code)
+    rej = raw.iloc[rows].copy()
+    why = code[rows] - 1
+    rej.insert(0, "source_row", rows + off)
+    rej.insert(1, "reason", np.array(PING_REJECT_REASONS, dtype=object)[why])
+    fields = [unit_col, time_col, xy_field, time_col, time_col, "coordinates"]  # by reason
+    rej.insert(2, "field", np.array(fields, dtype=object)[why])
     choices = [Choice("naive timestamps", naive_tz, "ping times without a zone are taken as UK local time",
                       automatic=True)] if _any_naive(raw[time_col]) else []
     return PingTable(frame, rej.reset_index(drop=True), n, source, choices)
+
+
+def _unit_codes(unit: pd.Series):
+    """(codes, ids) of the stripped unit ids: codes number the distinct ids in their sort order (code point order,
+    as ``sort_values``), -1 where the id is missing or blank; ``ids`` (pyarrow) holds the id of each code."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(unit.array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = pc.dictionary_encode(arr)
+    srt = pc.array_sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(srt) + 1, np.int64)  # rank[-1] = -1 for missing ids
+    rank[srt] = np.arange(len(srt))
+    rank[-1] = -1
+    rank[:-1][pc.equal(enc.dictionary, "").to_numpy(zero_copy_only=False)] = -1
+    dt = np.int16 if len(srt) < 2 ** 15 else np.int32 if len(srt) < 2 ** 31 else np.int64
+    codes = rank[pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)].astype(dt)
+    return codes, enc.dictionary.take(pa.array(srt))
+
+
+def _order_checks(rows: np.ndarray, ucode: np.ndarray, tns: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Flag duplicate pings (same unit and time, first in the file kept) and out-of-order pings (earlier than a ping
+    the unit sent before it in the file) among ``rows`` (file order); return the rest in (unit, time) order."""
+    if not len(rows):
+        return rows
+    u = ucode[rows]
+    if (u[1:] < u[:-1]).any():
+        rows = rows[np.argsort(u, kind="stable")]  # grouped by unit, file order within the unit
+        u = ucode[rows]
+    t = tns[rows]
+    t0, n_units = int(t.min()), int(u[-1]) + 1
+    span = int(t.max()) - t0 + 1
+    if n_units * span >= 2 ** 63:  # times too far apart for one int64 key: the pandas way (same result)
+        return _order_checks_pandas(rows, u, t, code)
+    # key grows with unit then time, so its running maximum restarts at each unit: a ping at or below the
+    # maximum so far is a duplicate (its key was seen before) or out of order (a later time was)
+    key = u.astype(np.int64) * span + (t - t0)
+    del t
+    seen = np.empty(len(key), bool)
+    seen[0] = False
+    seen[1:] = key[1:] <= np.maximum.accumulate(key)[:-1]
+    late = np.flatnonzero(seen)
+    if len(late):
+        same = np.flatnonzero(pd.Series(key, copy=False).isin(np.unique(key[late])).to_numpy())
+        dup = same[pd.Series(key[same]).duplicated().to_numpy()]
+        code[rows[dup]] = _DUPLICATE
+        ooo = np.setdiff1d(late, dup, assume_unique=True)
+        code[rows[ooo]] = _OUT_OF_ORDER
+        rows = rows[~seen]
+    return rows
+
+
+def _order_checks_pandas(rows, u, t, code):
+    """:func:`_order_checks` for times too far apart for one int64 key (rows grouped by unit, file order)."""
+    s = pd.DataFrame({"u": u, "t": t})
+    dup = s.duplicated().to_numpy()
+    code[rows[dup]] = _DUPLICATE
+    rows, s = rows[~dup], s[~dup]
+    prev_max = s.groupby("u")["t"].cummax().groupby(s["u"]).shift(1)
+    ooo = (s["t"] < prev_max).fillna(False).to_numpy(bool)
+    code[rows[ooo]] = _OUT_OF_ORDER
+    return rows[~ooo]  # each unit's times now increase down the file: (unit, time) order
+
+
+def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10, chunk: int = 1 << 20):
+    """Flag impossible jumps among ``order`` (rows in unit, time order); return the kept mask over ``order``.
+
+    A ping is a spike when reaching it from the unit's previous ping *and* leaving it to the next both need more
+    than ``max_speed_mps``. Spikes are dropped and the test repeated (up to ``rounds`` times) on what is left;
+    after the first round only the neighbours of the pings just dropped can change, so only they are tested again.
+    (In fact they never become spikes: a ping that was not one has a slow leg to a ping that can then never be
+    dropped either; the rounds are kept because that is the rule as stated.)
+    """
+    m = len(order)
+    keep = np.ones(m, bool)
+    if m < 3:
+        return keep
+
+    def fast(a, b):  # positions into order: is going from a to b (same unit) faster than allowed?
+        ia, ib = order[a], order[b]
+        dt = np.maximum(tns[ib] / 1e9 - tns[ia] / 1e9, 1e-9)
+        return np.hypot(x[ib] - x[ia], y[ib] - y[ia]) / dt > max_speed_mps
+
+    out = np.zeros(m, bool)  # out[k]: k -> k + 1 is the same unit and too fast
+    for a in range(0, m - 1, chunk):
+        b = np.arange(a, min(a + chunk, m - 1))
+        out[b] = (ucode[order[b]] == ucode[order[b + 1]]) & fast(b, b + 1)
+    hits = np.flatnonzero(out[:-1] & out[1:]) + 1
+    del out
+
+    def neighbour(k, step):  # nearest kept position of the same unit, -1 if none
+        j = k + step
+        while True:
+            inside = (j >= 0) & (j < m)
+            walk = inside.copy()
+            walk[inside] = ~keep[j[inside]]
+            if not walk.any():
+                break
+            j[walk] += step
+        j[~inside] = -1
+        ok = j >= 0
+        ok[ok] = ucode[order[j[ok]]] == ucode[order[k[ok]]]
+        return np.where(ok, j, -1)
+
+    for r in range(rounds):
+        if not len(hits):
+            break
+        keep[hits] = False
+        code[order[hits]] = _JUMP
+        if r == rounds - 1:
+            break
+        cand = np.unique(np.r_[neighbour(hits, -1), neighbour(hits, 1)])
+        cand = cand[cand >= 0]
+        p, s = neighbour(cand, -1), neighbour(cand, 1)
+        spike = (p >= 0) & (s >= 0)
+        c = cand[spike]
+        spike[spike] = fast(p[spike], c) & fast(c, s[spike])
+        hits = cand[spike]
+    return keep
 
 
 def _any_naive(s: pd.Series) -> bool:
