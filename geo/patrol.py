@@ -148,13 +148,16 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     def flag(mask, c):
         code[np.asarray(mask, bool) & (code == 0)] = c
 
-    unit = raw[unit_col].astype("string").str.strip()
+    unit = raw[unit_col].astype("string")  # stripped in _unit_codes, id by id
     ucode, uids = _unit_codes(unit)
     flag(ucode < 0, _MISSING_UNIT)
     t = _parse_times(raw[time_col], naive_tz)
     flag(t.isna().to_numpy(), _BAD_TIME)
-    tns = (t.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(t) else np.zeros(0, "datetime64[ns]")
-           ).view(np.int64)
+    if t.dtype == "datetime64[ns, UTC]":  # UTC nanoseconds as they are (no copy)
+        tns = t.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    else:
+        tns = (t.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(t) else np.zeros(0, "datetime64[ns]")
+               ).view(np.int64)
     del t
     if x_col:
         x = pd.to_numeric(raw[x_col], errors="coerce").to_numpy(float)
@@ -180,16 +183,20 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     del bad
     # duplicates (same unit and time; first kept) and out-of-order pings, then spikes, on (unit, time) order
     order = _order_checks(np.flatnonzero(code == 0), ucode, tns, code)
-    order = order[_spike_rounds(order, ucode, tns, x, y, max_speed_mps, code)]
+    keep = _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code)
+    if not keep.all():
+        order = order[keep]
+    # every row accepted and the file already in (unit, time) order: order is 0..n-1
+    whole = len(order) == n and bool((order[1:] > order[:-1]).all())
     # the accepted rows, already in the frame's (unit_id, t) order
     off = 2 if source.endswith((".csv", ".gz")) else 0
     import pyarrow as pa
     import pyarrow.compute as pc
 
     uid = pd.Series(pd.array(pc.take(uids, pa.array(ucode[order])), dtype=unit.dtype)).astype(str)
-    t = pd.Series(tns[order].view("datetime64[ns]")).dt.tz_localize("UTC")
-    frame = pd.DataFrame({"unit_id": uid, "t": t, "x": x[order], "y": y[order], "source_row": order + off},
-                         copy=False)  # fresh arrays: no copy, no block consolidation
+    t = pd.Series((tns if whole else tns[order]).view("datetime64[ns]"), dtype="datetime64[ns, UTC]")  # a copy
+    frame = pd.DataFrame({"unit_id": uid, "t": t, "x": x[order], "y": y[order],
+                          "source_row": order + off if off else order}, copy=False)  # fresh arrays: not copied again
     if team_col and team_col in raw.columns:
         frame["team"] = raw[team_col].astype("string").to_numpy()[order]
     for extra in ("speed", "status"):
@@ -208,23 +215,32 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
 
 
 def _unit_codes(unit: pd.Series):
-    """(codes, ids) of the stripped unit ids: codes number the distinct ids in their sort order (code point order,
-    as ``sort_values``), -1 where the id is missing or blank; ``ids`` (pyarrow) holds the id of each code."""
+    """(codes, ids) of the unit ids once stripped of spaces: codes number the distinct ids in their sort order (code
+    point order, as ``sort_values``), -1 where the id is missing or blank; ``ids`` (pyarrow) holds each code's id.
+
+    The ids are dictionary-encoded first and only the distinct ones are stripped (with pandas' own ``str.strip``
+    for ``unit``'s string dtype, as before), so n strings are neither stripped nor copied."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(unit.array)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    enc = pc.dictionary_encode(arr)
-    srt = pc.array_sort_indices(enc.dictionary).to_numpy()
-    rank = np.empty(len(srt) + 1, np.int64)  # rank[-1] = -1 for missing ids
+    def arrow(a):  # one pyarrow array (pandas may hand over a chunked one)
+        a = pa.array(a)
+        return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+    enc = pc.dictionary_encode(arrow(unit.array))
+    enc2 = pc.dictionary_encode(arrow(pd.Series(pd.array(enc.dictionary, dtype=unit.dtype)).str.strip().array))  # raw id -> stripped id ("U1" and " U1" are one unit)
+    ids = enc2.dictionary
+    srt = pc.array_sort_indices(ids).to_numpy()
+    rank = np.empty(len(srt), np.int64)
     rank[srt] = np.arange(len(srt))
-    rank[-1] = -1
-    rank[:-1][pc.equal(enc.dictionary, "").to_numpy(zero_copy_only=False)] = -1
+    rank[pc.equal(ids, "").to_numpy(zero_copy_only=False)] = -1
     dt = np.int16 if len(srt) < 2 ** 15 else np.int32 if len(srt) < 2 ** 31 else np.int64
-    codes = rank[pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)].astype(dt)
-    return codes, enc.dictionary.take(pa.array(srt))
+    lut = np.empty(len(enc.dictionary) + 1, dt)  # lut[-1] = -1 for missing ids
+    lut[:-1] = rank[enc2.indices.to_numpy()]
+    lut[-1] = -1
+    idx = enc.indices
+    idx = idx.to_numpy() if idx.null_count == 0 else pc.fill_null(idx, -1).to_numpy(zero_copy_only=False)
+    return lut[idx], ids.take(pa.array(srt))
 
 
 def _order_checks(rows: np.ndarray, ucode: np.ndarray, tns: np.ndarray, code: np.ndarray) -> np.ndarray:
@@ -232,46 +248,65 @@ def _order_checks(rows: np.ndarray, ucode: np.ndarray, tns: np.ndarray, code: np
     the unit sent before it in the file) among ``rows`` (file order); return the rest in (unit, time) order."""
     if not len(rows):
         return rows
-    u = ucode[rows]
+    whole = len(rows) == len(ucode)  # rows is 0..n-1: use the arrays as they are
+    u = ucode if whole else ucode[rows]
     if (u[1:] < u[:-1]).any():
         rows = rows[np.argsort(u, kind="stable")]  # grouped by unit, file order within the unit
-        u = ucode[rows]
-    t = tns[rows]
-    t0, n_units = int(t.min()), int(u[-1]) + 1
+        u, whole = ucode[rows], False
+    t = tns if whole else tns[rows]
+    back = np.flatnonzero((t[1:] <= t[:-1]) & (u[1:] == u[:-1])) + 1  # a unit's time stands still or goes back
+    if not len(back):
+        return rows  # every unit's times increase down the file: nothing to flag, already (unit, time) order
+    # only the units that step back can hold duplicates or out-of-order pings
+    hit = np.zeros(int(u[-1]) + 1, bool)
+    hit[u[back]] = True
+    sel = np.flatnonzero(hit[u])
+    u, t = u[sel], t[sel]
+    g = np.zeros(len(sel), np.int64)  # those units numbered 0, 1, ... (sel keeps them grouped)
+    np.cumsum(u[1:] != u[:-1], out=g[1:])
+    t0 = int(t.min())
     span = int(t.max()) - t0 + 1
-    if n_units * span >= 2 ** 63:  # times too far apart for one int64 key: the pandas way (same result)
-        return _order_checks_pandas(rows, u, t, code)
-    # key grows with unit then time, so its running maximum restarts at each unit: a ping at or below the
-    # maximum so far is a duplicate (its key was seen before) or out of order (a later time was)
-    key = u.astype(np.int64) * span + (t - t0)
-    del t
-    seen = np.empty(len(key), bool)
-    seen[0] = False
-    seen[1:] = key[1:] <= np.maximum.accumulate(key)[:-1]
-    late = np.flatnonzero(seen)
-    if len(late):
-        same = np.flatnonzero(pd.Series(key, copy=False).isin(np.unique(key[late])).to_numpy())
-        dup = same[pd.Series(key[same]).duplicated().to_numpy()]
-        code[rows[dup]] = _DUPLICATE
-        ooo = np.setdiff1d(late, dup, assume_unique=True)
-        code[rows[ooo]] = _OUT_OF_ORDER
-        rows = rows[~seen]
-    return rows
+    if (int(g[-1]) + 1) * span >= 2 ** 63:  # times too far apart for one int64 key: the pandas way (same result)
+        late = _order_checks_pandas(rows[sel], u, t, code)
+    else:
+        # key grows with unit then time, so its running maximum restarts at each unit: a ping at or below the
+        # maximum so far is a duplicate (its key was seen before) or out of order (a later time was)
+        key = g
+        key *= span
+        key += t - t0
+        del t, g
+        late = np.zeros(len(key), bool)
+        late[1:] = key[1:] <= np.maximum.accumulate(key)[:-1]
+        pos = np.flatnonzero(late)
+        same = np.flatnonzero(pd.Series(key, copy=False).isin(np.unique(key[pos])).to_numpy())
+        dup = np.zeros(len(key), bool)
+        dup[same[pd.Series(key[same]).duplicated().to_numpy()]] = True
+        code[rows[sel[dup]]] = _DUPLICATE
+        code[rows[sel[late & ~dup]]] = _OUT_OF_ORDER
+    drop = np.zeros(len(rows), bool)
+    drop[sel[late]] = True
+    return rows[~drop]
 
 
-def _order_checks_pandas(rows, u, t, code):
-    """:func:`_order_checks` for times too far apart for one int64 key (rows grouped by unit, file order)."""
+def _order_checks_pandas(rows, u, t, code) -> np.ndarray:
+    """:func:`_order_checks` for times too far apart for one int64 key (rows grouped by unit, file order):
+    flags duplicates and out-of-order pings, returns the mask of those flagged."""
     s = pd.DataFrame({"u": u, "t": t})
     dup = s.duplicated().to_numpy()
     code[rows[dup]] = _DUPLICATE
-    rows, s = rows[~dup], s[~dup]
+    s = s[~dup]
     prev_max = s.groupby("u")["t"].cummax().groupby(s["u"]).shift(1)
     ooo = (s["t"] < prev_max).fillna(False).to_numpy(bool)
-    code[rows[ooo]] = _OUT_OF_ORDER
-    return rows[~ooo]  # each unit's times now increase down the file: (unit, time) order
+    code[rows[~dup][ooo]] = _OUT_OF_ORDER
+    late = dup.copy()
+    late[np.flatnonzero(~dup)[ooo]] = True
+    return late
 
 
-def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10, chunk: int = 1 << 20):
+_SPIKE_CHUNK = 1 << 18  # pings per chunk of the first spike round
+
+
+def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10):
     """Flag impossible jumps among ``order`` (rows in unit, time order); return the kept mask over ``order``.
 
     A ping is a spike when reaching it from the unit's previous ping *and* leaving it to the next both need more
@@ -291,9 +326,12 @@ def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10
         return np.hypot(x[ib] - x[ia], y[ib] - y[ia]) / dt > max_speed_mps
 
     out = np.zeros(m, bool)  # out[k]: k -> k + 1 is the same unit and too fast
-    for a in range(0, m - 1, chunk):
-        b = np.arange(a, min(a + chunk, m - 1))
-        out[b] = (ucode[order[b]] == ucode[order[b + 1]]) & fast(b, b + 1)
+    for a in range(0, m - 1, _SPIKE_CHUNK):  # in chunks: small temporaries
+        i = order[a:a + _SPIKE_CHUNK + 1]
+        tt = tns[i] / 1e9
+        v = np.hypot(np.diff(x[i]), np.diff(y[i])) / np.maximum(np.diff(tt), 1e-9)
+        u = ucode[i]
+        out[a:a + len(i) - 1] = (u[1:] == u[:-1]) & (v > max_speed_mps)
     hits = np.flatnonzero(out[:-1] & out[1:]) + 1
     del out
 

@@ -169,6 +169,13 @@ def test_planted_rows_same_as_reference(seed, form, lonlat):
     _same(raw, max_speed_mps=5.0, **kw)  # many more jumps
 
 
+def test_chunked_spike_round_same_as_reference(monkeypatch):
+    monkeypatch.setattr(patrol, "_SPIKE_CHUNK", 7)  # chunk edges fall everywhere, spikes included
+    for seed in (0, 1):
+        _same(_planted(seed), x_col="easting", y_col="northing", max_speed_mps=10.0)
+        _same(_planted(seed, lonlat=True))
+
+
 def test_existing_inputs_same_as_reference():
     from test_patrol import _pings
 
@@ -220,6 +227,12 @@ def test_edge_tables_same_as_reference():
     _same(ids, **kw)
     _same(ids.assign(unit_id=ids["unit_id"].astype(object)), **kw)
     _same(ids.assign(unit_id=np.arange(27) % 4), **kw)  # integer ids
+    # unicode spaces around ids, with pandas' python string storage as well as pyarrow's
+    odd = ids.assign(unit_id=["\u00a0b", "b\u2003", "\x1cb", "a", " a ", "\t", "\u3000", "b", None] * 3)
+    _same(odd, **kw)
+    with pd.option_context("mode.string_storage", "python"):
+        _same(odd, **kw)
+        _same(odd.astype(str), **kw)
 
 
 def test_bench_like_input_same_as_reference():
