@@ -21,8 +21,10 @@ UNITS = ["U1", "U2", "U3", "U4", "U5"]
 
 
 def _same(raw: pd.DataFrame, **kw) -> patrol.PingTable:
+    before = raw.copy(deep=True)
     want = validate_pings_reference(raw, **kw)
     got = patrol.validate_pings(raw, **kw)
+    pd.testing.assert_frame_equal(raw, before, check_exact=True)  # the caller's table is left alone
     assert got.read == want.read == len(raw) == got.accepted + got.rejected
     pd.testing.assert_frame_equal(got.frame, want.frame, check_exact=True)
     for c in ("x", "y"):  # bit for bit (assert_frame_equal takes -0.0 == 0.0)
@@ -251,6 +253,23 @@ def test_bench_like_input_same_as_reference():
     raw.loc[k[200:], "timestamp"] -= pd.Timedelta(minutes=5)
     _same(raw, x_col="easting", y_col="northing")
     _same(raw.sample(frac=1.0, random_state=3), x_col="easting", y_col="northing")  # shuffled file
+
+
+def test_coordinate_strings_read_as_pandas_reads_them():
+    """_to_float (pyarrow for plain decimals) gives pd.to_numeric's doubles bit for bit, column by column."""
+    rng = np.random.default_rng(11)
+    odd = ["", " 12 ", "+5", "1e5", "1E-3", ".5", "5.", "nan", "inf", "-inf", "Infinity", "0x1A", "1_000", "1,5",
+           "-0", "-00", "-0.0", "0", "12345678901234567", "-9223372036854775809", "18446744073709551616", "1e400",
+           "abc", "\t-3.25\n", "٣"]
+    plain = [f"{v:.{d}f}" for v, d in zip(rng.uniform(-1e6, 1e6, 400), rng.integers(0, 10, 400))]
+    plain += [str(v) for v in rng.integers(-10 ** 15 + 1, 10 ** 15, 200)] + [repr(v) for v in rng.normal(0, 1e3, 200)]
+    columns = [plain, plain + ["-0"], [str(v) for v in rng.integers(-99, 99, 50)] + ["-0"], plain + [None]]
+    columns += [list(rng.choice(plain + odd, 40)) for _ in range(60)] + [[v] for v in odd]
+    for col in columns:
+        for dt in ("str", "string", object):
+            s = pd.Series(col, dtype=dt)
+            want = pd.to_numeric(s, errors="coerce").to_numpy(float)
+            assert np.array_equal(patrol._to_float(s).view(np.int64), want.view(np.int64)), (dt, col[:5])
 
 
 def test_random_small_tables_same_as_reference():
