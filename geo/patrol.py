@@ -195,7 +195,9 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     import pyarrow.compute as pc
 
     uid = pd.Series(pd.array(pc.take(uids, pa.array(ucode[order])), dtype=unit.dtype)).astype(str)
-    t = pd.Series((tns if whole else tns[order]).view("datetime64[ns]"), dtype="datetime64[ns, UTC]")  # a copy
+    t = pd.Series((tns if whole else tns[order]).view("datetime64[ns]"), dtype="datetime64[ns, UTC]")
+    if whole and np.may_share_memory(t.to_numpy(dtype="datetime64[ns]"), tns):  # tns may be the caller's column
+        t = t.copy()
     frame = pd.DataFrame({"unit_id": uid, "t": t, "x": x[order], "y": y[order],
                           "source_row": order + off if off else order}, copy=False)  # fresh arrays: not copied again
     if team_col and team_col in raw.columns:
