@@ -231,8 +231,7 @@ def _unit_codes(unit: pd.Series):
         return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
     enc = pc.dictionary_encode(arrow(unit.array))
-    # distinct raw id -> distinct stripped id ("U1" and " U1" are one unit)
-    enc2 = pc.dictionary_encode(arrow(pd.Series(pd.array(enc.dictionary, dtype=unit.dtype)).str.strip().array))
+    enc2 = pc.dictionary_encode(arrow(pd.Series(pd.array(enc.dictionary, dtype=unit.dtype)).str.strip().array))  # raw id -> stripped id ("U1" and " U1" are one unit)
     ids = enc2.dictionary
     srt = pc.array_sort_indices(ids).to_numpy()
     rank = np.empty(len(srt), np.int64)
@@ -421,89 +420,6 @@ def _any_naive(s: pd.Series) -> bool:
 
 
 def _parse_times(s: pd.Series, naive_tz: str) -> pd.Series:
-    """UTC timestamps; NaT where unparsable. Mixed zone-aware and naive strings are handled.
-
-    Strings laid out exactly as ``YYYY-MM-DD HH:MM:SS`` (or with ``T``), optionally ending ``Z`` or ``+HH:MM``,
-    with valid fields (nearly every ping file) are read by :func:`_iso_seconds`; the rest by :func:`_parse_times_any`.
-    """
-    fast = None if pd.api.types.is_datetime64_any_dtype(s) else _iso_seconds(s)
-    if fast is None:
-        return _parse_times_any(s, naive_tz)
-    t, done, aware = fast
-    naive = done & ~aware
-    if naive.any():  # UK local wall times: pandas' own localisation (clock-change gap and repeated hour -> NaT)
-        loc = pd.DatetimeIndex(t[naive].view("datetime64[ns]")).tz_localize(naive_tz, ambiguous="NaT",
-                                                                            nonexistent="NaT")
-        t[naive] = loc.tz_convert("UTC").asi8
-    if not done.all():
-        rest = ~done
-        try:
-            t[rest] = _parse_times_any(s[rest], naive_tz).to_numpy(dtype="datetime64[ns]").view(np.int64)
-        except (ValueError, TypeError):  # e.g. naive times mixed with "+01" offsets: what the whole column gives
-            return _parse_times_any(s, naive_tz)
-    return pd.Series(t.view("datetime64[ns]"), index=s.index, dtype="datetime64[ns, UTC]")
-
-
-_ISO_SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})?$"
-
-
-def _iso_seconds(s: pd.Series):
-    """(t, done, aware) for pyarrow strings, else None: ``t`` int64 ns (UTC for zoned strings, wall time for naive
-    ones) where ``done``; ``done`` marks strings of the one layout above with valid fields, years 1678-2261 and
-    offsets up to 14 hours, whose value is plain arithmetic on their digits. Anything else is left undone."""
-    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
-        return None
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pa.array(s.array)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    t = np.zeros(n, np.int64)
-    done = pc.fill_null(pc.match_substring_regex(arr, _ISO_SECONDS), False).to_numpy(zero_copy_only=False)
-    aware = np.zeros(n, bool)
-    rows = np.flatnonzero(done)
-    if not len(rows):
-        return t, done, aware
-    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    start = np.frombuffer(arr.buffers()[1], off_type)[arr.offset:arr.offset + n + 1][rows].astype(np.int64)
-    size = np.frombuffer(arr.buffers()[1], off_type)[arr.offset + 1:arr.offset + n + 1][rows] - start
-    data = np.frombuffer(arr.buffers()[2], np.uint8)
-
-    def num(a, k, at=start):  # the k-digit number at position a of the strings starting at ``at``
-        v = np.zeros(len(at), np.int64)
-        for i in range(a, a + k):
-            v = v * 10 + (data[at + i] - 48)
-        return v
-
-    y, mo, d, h, mi, sec = num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2)
-    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    dim = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(mo, 0, 12)] + (leap & (mo == 2))
-    ok = (y >= 1678) & (y <= 2261) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
-    ok &= (h <= 23) & (mi <= 59) & (sec <= 59)
-    zoned = size > 19
-    offset = np.zeros(len(rows), np.int64)  # seconds east of UTC
-    signed = size == 25
-    if signed.any():
-        at = start[signed]
-        sign = np.where(data[at + 19] == ord("-"), -1, 1)
-        oh, om = num(20, 2, at), num(23, 2, at)
-        ok[signed] &= (oh <= 14) & (om <= 59)
-        offset[signed] = sign * (oh * 3600 + om * 60)
-    # days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's days_from_civil)
-    yy = y - (mo <= 2)
-    era = np.floor_divide(yy, 400)
-    yoe = yy - era * 400
-    doy = (153 * (mo + np.where(mo > 2, -3, 9)) + 2) // 5 + d - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    t[rows] = ((days * 86400 + h * 3600 + mi * 60 + sec) - offset) * 1_000_000_000
-    done[rows] = ok
-    aware[rows] = zoned & ok
-    return t, done, aware
-
-
-def _parse_times_any(s: pd.Series, naive_tz: str) -> pd.Series:
     """UTC timestamps; NaT where unparsable. Mixed zone-aware and naive strings are handled."""
     if pd.api.types.is_datetime64_any_dtype(s):
         if getattr(s.dt, "tz", None) is None:
