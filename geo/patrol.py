@@ -412,29 +412,48 @@ def _to_float(s: pd.Series) -> np.ndarray:
     return out
 
 
+#: A time string that names its offset: ends in Z, +HH:MM, +HHMM, or +HH right after a time of day.
+_AWARE = r"(?:Z|[+-]\d\d:?\d\d|\d:\d\d(?::\d\d(?:\.\d+)?)?[+-]\d\d)$"
+#: Timestamps pandas can hold in nanoseconds (about 1677-09-21 to 2262-04-11).
+_NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max
+
+
 def _any_naive(s: pd.Series) -> bool:
     if pd.api.types.is_datetime64_any_dtype(s):
         return getattr(s.dt, "tz", None) is None
     v = s.dropna().astype(str).head(50)
-    return bool(len(v)) and not v.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).all()
+    return bool(len(v)) and not v.str.contains(_AWARE, regex=True).all()
+
+
+def _in_ns_range(t: pd.Series) -> pd.Series:
+    """``t`` (datetimes of any resolution, naive or UTC) in nanoseconds, NaT where a value lies outside
+    what nanoseconds hold (a year such as 3025 is a typo to reject, not to wrap or stop on)."""
+    tz = getattr(t.dt, "tz", None)
+    lo, hi = (_NS_MIN.tz_localize("UTC"), _NS_MAX.tz_localize("UTC")) if tz is not None else (_NS_MIN, _NS_MAX)
+    if str(t.dt.unit) != "ns":
+        t = t.where((t >= lo) & (t <= hi))
+    return t.dt.as_unit("ns")
 
 
 def _parse_times(s: pd.Series, naive_tz: str) -> pd.Series:
-    """UTC timestamps; NaT where unparsable. Mixed zone-aware and naive strings are handled."""
+    """UTC timestamps; NaT where unparsable or outside the years nanoseconds hold (about 1677-2262).
+    Mixed zone-aware and naive strings are handled (offsets as Z, +HH:MM, +HHMM or +HH)."""
     if pd.api.types.is_datetime64_any_dtype(s):
+        s = _in_ns_range(s)
         if getattr(s.dt, "tz", None) is None:
             return s.dt.tz_localize(naive_tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
         return s.dt.tz_convert("UTC")
     txt = s.astype("string").str.strip()
-    aware = txt.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False).to_numpy(bool)
+    aware = txt.str.contains(_AWARE, regex=True).fillna(False).to_numpy(bool)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     if aware.any():
-        out[aware] = pd.to_datetime(txt[aware], utc=True, errors="coerce", format="ISO8601")
+        out[aware] = _in_ns_range(pd.to_datetime(txt[aware], utc=True, errors="coerce", format="ISO8601"))
     if (~aware).any():
         naive = pd.to_datetime(txt[~aware], errors="coerce", format="ISO8601")
         bad = naive.isna()
         if bad.any():  # other layouts (day-first UK dates)
             naive[bad] = pd.to_datetime(txt[~aware][bad], errors="coerce", dayfirst=True, format="mixed")
+        naive = _in_ns_range(naive)
         out[~aware] = naive.dt.tz_localize(naive_tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
     return out
 

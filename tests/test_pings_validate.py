@@ -293,3 +293,27 @@ def test_random_small_tables_same_as_reference():
         _same(raw, x_col="x", y_col="y")
 
     check()
+
+
+@pytest.mark.parametrize("case", ["year 3025 string", "year 3000 typed us", "+HH offset among naive"])
+def test_times_the_reference_stopped_on_are_rejected_or_read(case):
+    """Three inputs on which the earlier implementation (tests/_ref_validate_pings.py) raised or
+    wrapped instead of losing nothing: a typo'd year outside what nanoseconds hold, as text and as a
+    microsecond datetime column (it used to wrap to 1830 and be called "out of order"), and a
+    "+01" offset among naive UK times (it used to stop with "Mixed timezones"). Planted: the bad
+    year is rejected as "unparsable time" and the rest accepted; "+01" is read as one hour east
+    of UTC (09:00:30 UTC, so behind the unit's 10:00:00 ping: "out of order")."""
+    base = {"unit_id": ["A", "A", "A"], "easting": [571200.0, 571210, 571220], "northing": [206400.0, 206410, 206420]}
+    if case == "year 3025 string":
+        ts = pd.array(["2025-01-01 10:00:00", "3025-01-01 10:00:30", "2025-01-01 10:01:00"], dtype="string")
+        want = [(1, "unparsable time")]
+    elif case == "year 3000 typed us":
+        ts = np.array(["2025-01-01T10:00:00", "3000-01-01T10:00:30", "2025-01-01T10:01:00"], dtype="datetime64[us]")
+        want = [(1, "unparsable time")]
+    else:
+        ts = pd.array(["2025-01-01 10:00:00", "2025-01-01 10:00:30+01", "2025-01-01 10:01:00"], dtype="string")
+        want = [(1, "out of order")]
+    r = patrol.validate_pings(pd.DataFrame({**base, "timestamp": ts}), x_col="easting", y_col="northing")
+    assert [(int(a), b) for a, b in r.rejects[["source_row", "reason"]].to_numpy()] == want
+    assert r.frame["t"].astype(str).tolist() == ["2025-01-01 10:00:00+00:00", "2025-01-01 10:01:00+00:00"]
+    assert r.read == r.accepted + len(r.rejects) == 3
