@@ -8,8 +8,8 @@ automatic choice, write outputs. See docs/rtm.md.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import List, Optional
 
 import typer
