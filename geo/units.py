@@ -77,24 +77,24 @@ class Lattice:
 
         return Affine(self.cell, 0.0, self.ix0 * self.cell, 0.0, -self.cell, (self.iy0 + self.ny) * self.cell)
 
-    # Points are turned into codes in cache-sized steps on the lattice padded by one cell
-    # on every side: column and row numbers are clamped into the pad with fmax/fmin (NaN
-    # and inf land there too), so off-lattice points need no mask, no compaction and no
-    # copy. Blocks of points run on a few threads (numpy releases the GIL).
-
-    # With the compiled kernel (geo/_binning.c) the same floor(x / cell) codes are made and
-    # counted in one fused pass per thread, with no code array in memory; it is used when
-    # installed and the lattice has fewer than 2**31 cells. ``kernel=False`` forces numpy.
+    # With the compiled kernel (geo/_binning.c) floor(x / cell) codes are made and counted in
+    # one fused pass per thread, with no code array in memory; it is used when installed and
+    # the lattice has fewer than 2**31 cells. ``kernel=False`` forces the numpy path below.
 
     def _use_kernel(self, kernel) -> bool:
         return kernel is not False and _kernel is not None and self.size < 2**31 - 1
+
+    @staticmethod
+    def _xy(x, y) -> tuple[np.ndarray, np.ndarray]:
+        """x and y broadcast together, as flat contiguous float64 arrays."""
+        xa, ya = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
+        return np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel()
 
     def _kernel_parts(self, x, y, n_out: int | None = None):
         """Contiguous float64 x, y and the (start, end) slices the kernel threads take. Threads
         are used when every thread gets at least ``_KERNEL_SPLIT`` points and, where each needs
         its own ``n_out``-long output, no more cells than points."""
-        xa, ya = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
-        xa, ya = np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel()
+        xa, ya = self._xy(x, y)
         n = xa.size
         k = max(1, min(_cpu_threads(), n // _KERNEL_SPLIT))
         if n_out is not None and n_out > n // k:
@@ -114,6 +114,11 @@ class Lattice:
 
     def _kernel_args(self) -> tuple:
         return (float(self.cell), int(self.ix0), int(self.iy0), int(self.nx), int(self.ny))
+
+    # The numpy path: points are turned into codes in cache-sized steps on the lattice padded
+    # by one cell on every side: column and row numbers are clamped into the pad with fmax/fmin
+    # (NaN and inf land there too), so off-lattice points need no mask, no compaction and no
+    # copy. Blocks of points run on a few threads (numpy releases the GIL).
 
     def _padded_codes(self, x, y, s: int, e: int, out: np.ndarray) -> None:
         """Codes of points ``s:e`` on the padded lattice, written to ``out[: e - s]``."""
@@ -144,8 +149,7 @@ class Lattice:
         """Call ``per_block(s, e, codes, value)`` for every block of points (padded codes of points
         ``s:e`` in ``codes``; ``value`` is what this thread's previous call returned, None at first),
         blocks shared among threads; returns each thread's last value."""
-        xa, ya = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float))
-        xa, ya = np.ascontiguousarray(xa).ravel(), np.ascontiguousarray(ya).ravel()
+        xa, ya = self._xy(x, y)
         n = xa.size
         # blocks at least the padded lattice's size keep per-block histogram adds below one pass over the points
         block = max(_BIN_BLOCK, (self.nx + 2) * (self.ny + 2))
