@@ -217,6 +217,14 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     return PingTable(frame, rej.reset_index(drop=True), n, source, choices)
 
 
+def _arrow(a):
+    """One contiguous pyarrow array of a pandas array (pandas may hand over a chunked one)."""
+    import pyarrow as pa
+
+    a = pa.array(a)
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+
 def _unit_codes(unit: pd.Series):
     """(codes, ids) of the unit ids once stripped of spaces: codes number the distinct ids in their sort order (code
     point order, as ``sort_values``), -1 where the id is missing or blank; ``ids`` (pyarrow) holds each code's id.
@@ -226,12 +234,9 @@ def _unit_codes(unit: pd.Series):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def arrow(a):  # one pyarrow array (pandas may hand over a chunked one)
-        a = pa.array(a)
-        return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
-
-    enc = pc.dictionary_encode(arrow(unit.array))
-    enc2 = pc.dictionary_encode(arrow(pd.Series(pd.array(enc.dictionary, dtype=unit.dtype)).str.strip().array))  # raw id -> stripped id ("U1" and " U1" are one unit)
+    enc = pc.dictionary_encode(_arrow(unit.array))
+    # distinct raw id -> distinct stripped id ("U1" and " U1" are one unit)
+    enc2 = pc.dictionary_encode(_arrow(pd.Series(pd.array(enc.dictionary, dtype=unit.dtype)).str.strip().array))
     ids = enc2.dictionary
     srt = pc.array_sort_indices(ids).to_numpy()
     rank = np.empty(len(srt), np.int64)
@@ -388,9 +393,7 @@ def _to_float(s: pd.Series) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(s.array)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = _arrow(s.array)
     digits = pc.subtract(pc.subtract(pc.binary_length(arr), pc.cast(pc.starts_with(arr, "-"), pa.int64())),
                          pc.cast(pc.match_substring(arr, "."), pa.int64()))
     plain = pc.fill_null(pc.and_(pc.match_substring_regex(arr, _PLAIN_NUMBER), pc.less_equal(digits, 15)), False)
