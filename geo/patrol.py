@@ -133,8 +133,7 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     are made for the rejected rows only), unit ids are dictionary-encoded once with
     codes in the ids' sort order, the surviving rows are put in (unit, time) order by
     one stable sort of those codes, duplicates and out-of-order rows come from a running
-    maximum along that order, and spike rounds after the first revisit only the
-    neighbours of the pings just dropped.
+    maximum along that order, and one pass finds the spikes (see :func:`_spikes`).
     """
     n = len(raw)
     cols = [unit_col, time_col] + ([x_col, y_col] if x_col else [lon_col, lat_col])
@@ -184,7 +183,7 @@ def validate_pings(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: st
     del bad
     # duplicates (same unit and time; first kept) and out-of-order pings, then spikes, on (unit, time) order
     order = _order_checks(np.flatnonzero(code == 0), ucode, tns, code)
-    keep = _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code)
+    keep = _spikes(order, ucode, tns, x, y, max_speed_mps, code)
     if not keep.all():
         order = order[keep]
     # every row accepted and the file already in (unit, time) order: order is 0..n-1
@@ -311,28 +310,23 @@ def _order_checks_pandas(rows, u, t, code) -> np.ndarray:
     return late
 
 
-_SPIKE_CHUNK = 1 << 18  # pings per chunk of the first spike round
+_SPIKE_CHUNK = 1 << 18  # pings per chunk of the spike test
 
 
-def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10):
+def _spikes(order, ucode, tns, x, y, max_speed_mps, code) -> np.ndarray:
     """Flag impossible jumps among ``order`` (rows in unit, time order); return the kept mask over ``order``.
 
     A ping is a spike when reaching it from the unit's previous ping *and* leaving it to the next both need more
-    than ``max_speed_mps``. Spikes are dropped and the test repeated (up to ``rounds`` times) on what is left;
-    after the first round only the neighbours of the pings just dropped can change, so only they are tested again.
-    (In fact they never become spikes: a ping that was not one has a slow leg to a ping that can then never be
-    dropped either; the rounds are kept because that is the rule as stated.)
+    than ``max_speed_mps``. The rule says to drop spikes and test again on what is left, but one pass gives the
+    same answer: a ping that is not a spike has a slow leg to a neighbour (or no neighbour of its unit on one
+    side), and that neighbour cannot be a spike, since one of its two legs is that slow leg; so after the spikes
+    go the ping keeps the same slow leg (or still has no neighbour there) and never becomes one. The earlier
+    implementation's repeated rounds are kept as the reference in tests/_ref_validate_pings.py.
     """
     m = len(order)
     keep = np.ones(m, bool)
     if m < 3:
         return keep
-
-    def fast(a, b):  # positions into order: is going from a to b (same unit) faster than allowed?
-        ia, ib = order[a], order[b]
-        dt = np.maximum(tns[ib] / 1e9 - tns[ia] / 1e9, 1e-9)
-        return np.hypot(x[ib] - x[ia], y[ib] - y[ia]) / dt > max_speed_mps
-
     out = np.zeros(m, bool)  # out[k]: k -> k + 1 is the same unit and too fast
     for a in range(0, m - 1, _SPIKE_CHUNK):  # in chunks: small temporaries
         i = order[a:a + _SPIKE_CHUNK + 1]
@@ -341,36 +335,8 @@ def _spike_rounds(order, ucode, tns, x, y, max_speed_mps, code, rounds: int = 10
         u = ucode[i]
         out[a:a + len(i) - 1] = (u[1:] == u[:-1]) & (v > max_speed_mps)
     hits = np.flatnonzero(out[:-1] & out[1:]) + 1
-    del out
-
-    def neighbour(k, step):  # nearest kept position of the same unit, -1 if none
-        j = k + step
-        while True:
-            inside = (j >= 0) & (j < m)
-            walk = inside.copy()
-            walk[inside] = ~keep[j[inside]]
-            if not walk.any():
-                break
-            j[walk] += step
-        j[~inside] = -1
-        ok = j >= 0
-        ok[ok] = ucode[order[j[ok]]] == ucode[order[k[ok]]]
-        return np.where(ok, j, -1)
-
-    for r in range(rounds):
-        if not len(hits):
-            break
-        keep[hits] = False
-        code[order[hits]] = _JUMP
-        if r == rounds - 1:
-            break
-        cand = np.unique(np.r_[neighbour(hits, -1), neighbour(hits, 1)])
-        cand = cand[cand >= 0]
-        p, s = neighbour(cand, -1), neighbour(cand, 1)
-        spike = (p >= 0) & (s >= 0)
-        c = cand[spike]
-        spike[spike] = fast(p[spike], c) & fast(c, s[spike])
-        hits = cand[spike]
+    keep[hits] = False
+    code[order[hits]] = _JUMP
     return keep
 
 
