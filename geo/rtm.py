@@ -342,6 +342,19 @@ def default_cv_block(distances, cell: float) -> float:
     return float(max(2.0 * max(float(d) for d in distances), 4.0 * float(cell)))
 
 
+def check_cv(cv_scheme: str = "spatial", cv_block: float | None = None, cv: int = 5) -> None:
+    """Raise :class:`RTMError` for a cross-validation set-up that cannot run: an unknown scheme, fewer
+    than 2 folds, or a block side with random folds. The command line and the service call it before
+    loading any data; the model calls it again."""
+    if cv_scheme not in CV_SCHEMES:
+        raise RTMError(f"unknown cross-validation scheme {cv_scheme!r}; use one of {CV_SCHEMES}")
+    if int(cv) != cv or cv < 2:
+        raise RTMError(f"cross-validation needs at least 2 folds; got {cv!r}")
+    if cv_scheme == "random" and cv_block is not None:
+        raise RTMError("a cross-validation block side (--cv-block) only applies to spatial folds (--cv spatial), "
+                       "not to --cv random")
+
+
 def _cv_blocks(centres: np.ndarray, block: float) -> tuple[np.ndarray, np.ndarray]:
     """(block number per cell, cells per block) for BNG-aligned square blocks of side ``block``."""
     if not np.isfinite(block) or block <= 0:
@@ -366,20 +379,28 @@ def spatial_folds(centres: np.ndarray, cv: int, block: float, seed: int = 0) -> 
 
     Raises :class:`RTMError` when fewer blocks than folds hold cells.
     """
-    if int(cv) != cv or cv < 2:
-        raise RTMError(f"cross-validation needs at least 2 folds; got {cv!r}")
-    inv, size = _cv_blocks(centres, block)
-    nb = len(size)
+    return _spatial_folds(centres, cv, block, seed)[0]
+
+
+def _check_blocks(nb: int, cv: int, block: float) -> None:
     if nb < cv:
         raise RTMError(f"only {nb} cross-validation block(s) of {block:g} m hold study-area cells, fewer than the "
                        f"{cv} folds; use a smaller --cv-block or --cv random")
+
+
+def _spatial_folds(centres, cv: int, block: float, seed: int) -> tuple[np.ndarray, int]:
+    """:func:`spatial_folds` and the number of blocks holding cells."""
+    check_cv(cv=cv)
+    inv, size = _cv_blocks(centres, block)
+    nb = len(size)
+    _check_blocks(nb, cv, block)
     fold_of_block = np.empty(nb, np.int64)
     load = np.zeros(cv, np.int64)
     for j in np.random.default_rng(seed).permutation(nb):  # one step per block, not per cell
         k = int(np.argmin(load))
         fold_of_block[j] = k
         load[k] += size[j]
-    return fold_of_block[inv]
+    return fold_of_block[inv], nb
 
 
 def random_folds(n: int, cv: int, seed: int = 0) -> np.ndarray:
@@ -592,14 +613,9 @@ def cv_folds(cands: CandidateSet, *, cv: int = 5, seed: int = 0, cv_scheme: str 
     folds of cells (:func:`random_folds`, the RTMDx-like scheme); ``cv_block``
     has no meaning there.
     """
-    if cv_scheme not in CV_SCHEMES:
-        raise RTMError(f"unknown cross-validation scheme {cv_scheme!r}; use one of {CV_SCHEMES}")
-    if int(cv) != cv or cv < 2:
-        raise RTMError(f"cross-validation needs at least 2 folds; got {cv!r}")
+    check_cv(cv_scheme, cv_block, cv)
     n = cands.X.shape[0]
     if cv_scheme == "random":
-        if cv_block is not None:
-            raise RTMError("a cross-validation block side (--cv-block) only applies to spatial folds (--cv spatial)")
         return random_folds(n, cv, seed), {"cv_scheme": "random", "cv_block_m": None, "cv_block_automatic": False,
                                            "cv_blocks": None}
     if cands.centres is None or len(cands.centres) != n:
@@ -611,8 +627,7 @@ def cv_folds(cands: CandidateSet, *, cv: int = 5, seed: int = 0, cv_scheme: str 
             raise RTMError("no spatial influences or cell size to size the cross-validation blocks; give cv_block")
         cv_block = default_cv_block(cands.distances, cands.cell)
     cv_block = float(cv_block)
-    folds = spatial_folds(cands.centres, cv, cv_block, seed)
-    nblocks = len(_cv_blocks(cands.centres, cv_block)[1])
+    folds, nblocks = _spatial_folds(cands.centres, cv, cv_block, seed)
     return folds, {"cv_scheme": "spatial", "cv_block_m": cv_block, "cv_block_automatic": auto,
                    "cv_blocks": int(nblocks)}
 
@@ -816,8 +831,7 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         (penalty, folds, ``cv_scheme``, ``cv_block_m``, ``cv_block_automatic``,
         ``cv_blocks``, ``fold_cells``).
     """
-    if cv_scheme not in CV_SCHEMES:  # fail before the slow part
-        raise RTMError(f"unknown cross-validation scheme {cv_scheme!r}; use one of {CV_SCHEMES}")
+    check_cv(cv_scheme, cv_block, cv)  # fail before the slow part
     cell, block, choices = resolve_cell_block(cell, block)
     if distances is None:
         distances = spatial_influences(block)
@@ -836,7 +850,8 @@ def risk_terrain(incidents, factors: list[FactorLayer], area, *, cell: float | N
         raise EmptyInputError("no incidents in the period/categories asked for; nothing to model")
     grid = RTMGrid.from_area(area, cell, pad_m=max(distances))
     if cv_scheme == "spatial":  # too few CV blocks fails here, before the candidates are built
-        spatial_folds(grid.centres(), cv, default_cv_block(distances, cell) if cv_block is None else cv_block, seed)
+        side = default_cv_block(distances, cell) if cv_block is None else cv_block
+        _check_blocks(len(_cv_blocks(grid.centres(), side)[1]), cv, side)
     y, off = grid.counts(inc.frame["x"].to_numpy(), inc.frame["y"].to_numpy())
     cands = build_candidates(grid, factors, distances, forms, progress=progress)
     fit = fit_rtm(cands, y, cv=cv, seed=seed, progress=progress, cv_scheme=cv_scheme, cv_block=cv_block)

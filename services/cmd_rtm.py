@@ -177,7 +177,7 @@ def rtm_command(
     from geo.errors import HarmspotError
     from geo.learned_risk import compare_risk_models
     from geo.result import Choice
-    from geo.rtm import risk_terrain, spatial_influences
+    from geo.rtm import check_cv, risk_terrain, spatial_influences
     from maps.export import write_raster, write_result, write_vector
     from services.cli import load_area, open_cli_store, resolve_period
     from services.ui import console, echo_choices, echo_params, print_json, progress_bar
@@ -185,8 +185,7 @@ def rtm_command(
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise HarmspotError(f"--out {out}: the risk surface is a GeoTIFF; give a .tif path")
     scheme = cv.value if isinstance(cv, CVScheme) else str(cv)
-    if cv_block is not None and scheme != "spatial":
-        raise HarmspotError("--cv-block sets the side of spatial CV blocks; it cannot be used with --cv random")
+    check_cv(scheme, cv_block)  # before any data is loaded (the model's 5 folds)
     specs = _parse_factors(factor)
     wh = _parse_where(where, [k for k, _ in specs])
     cats = resolve_categories(category) if category else None

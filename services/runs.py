@@ -247,8 +247,6 @@ def run_rtm(p: RtmParams, store, uploads):
                for name, g in uploads.items() if name != "area"]
     if not factors:
         raise HarmspotError("rtm needs at least one risk-factor upload (any slot name, e.g. 'pubs', 'stations')")
-    if p.cv_block is not None and p.cv != "spatial":
-        raise HarmspotError("cv_block sets the side of spatial CV blocks; it cannot be used with cv 'random'")
     res = risk_terrain(inc, factors, area, cell=p.cell, block=p.block, seed=p.seed, cv_scheme=p.cv,
                        cv_block=p.cv_block, inputs={"store": "service store", "incidents": len(inc)})
     res.choices = choices + res.choices
