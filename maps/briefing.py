@@ -59,6 +59,7 @@ LABEL_GAP_PT = 2.0
 #: Rings of candidate positions tried around a spot whose label cannot sit on it.
 LABEL_RINGS = 12
 _DIRS = np.array([(0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (1, -1), (-1, -1), (-1, 1)], dtype=float)  # N E S W NE..
+_UNIT_DIRS = _DIRS / np.hypot(_DIRS[:, 0], _DIRS[:, 1])[:, None]
 
 
 def _overlaps(c, half, centres, halves, gap):
@@ -118,8 +119,7 @@ def place_labels(xy, wh, bounds, *, gap: float = 0.0, obstacles=(), rings: int =
         near = np.hypot(*(xy - xy[i]).T) < 4 * step.max()
         near[i] = False
         away = (xy[i] - xy[near]).sum(axis=0) if near.any() else np.zeros(2)
-        unit = _DIRS / np.hypot(_DIRS[:, 0], _DIRS[:, 1])[:, None]
-        facing = -np.round(np.tile(unit @ away, rings) / (np.hypot(*away) or 1.0), 6)
+        facing = -np.round(np.tile(_UNIT_DIRS @ away, rings) / (np.hypot(*away) or 1.0), 6)
         order = np.lexsort((np.tile(np.arange(8), rings), facing, dist))
         cand = cand[order]
         ok = ((cand - h >= (bx0, by0)) & (cand + h <= (bx1, by1))).all(axis=1)
