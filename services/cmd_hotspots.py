@@ -116,10 +116,11 @@ def _neighbour_cache(store):
         return opened[0]
 
     try:
-        yield NeighbourCache(load=lambda key: st().get_neighbours(key), save=lambda key, data: st().put_neighbours(key, data))
+        yield NeighbourCache(load=lambda key: st().get_neighbours(key),
+                             save=lambda key, data: st().put_neighbours(key, data))
     finally:
-        for s_ in opened:
-            s_.close()
+        for connection in opened:
+            connection.close()
 
 
 def _echo(result):
