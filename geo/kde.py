@@ -129,6 +129,11 @@ def kde_exact(x, y, w, qx, qy, bandwidth: float, kernel: str = "quartic", scale:
     return out
 
 
+def _reach(bandwidth: float, kernel: str, cell: float) -> int:
+    """Cells around a cell centre that points reaching it can lie in: the kernel support in cells, plus one."""
+    return int(np.ceil(kernel_support(bandwidth, kernel) / cell)) + 1
+
+
 class PointCells:
     """Points grouped by the cell they fall in, for exact kernel sums at lattice cell centres.
 
@@ -141,8 +146,7 @@ class PointCells:
 
     def __init__(self, x, y, w, lattice: Lattice, bandwidth: float, kernel: str):
         self.lattice, self.bandwidth, self.kernel = lattice, float(bandwidth), kernel
-        r = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
-        self.reach = r
+        r = self.reach = _reach(bandwidth, kernel, lattice.cell)
         self.ext = Lattice(lattice.cell, lattice.ix0 - r, lattice.iy0 - r, lattice.nx + 2 * r, lattice.ny + 2 * r)
         code = self.ext.flat(x, y)
         order = np.argsort(code, kind="stable")
@@ -400,7 +404,7 @@ def check_error(x, y, w, lattice: Lattice, values, bandwidth, kernel, scale, n_s
         exact = cells.exact(idx, scale)
     else:
         x, y = np.asarray(x, float), np.asarray(y, float)
-        reach = int(np.ceil(kernel_support(bandwidth, kernel) / lattice.cell)) + 1
+        reach = _reach(bandwidth, kernel, lattice.cell)
         near = np.zeros(lattice.ny * lattice.nx, bool)
         near[idx] = True
         near = ndimage.maximum_filter(near.reshape(lattice.ny, lattice.nx), size=2 * reach + 1, mode="constant")
