@@ -422,17 +422,12 @@ def main(argv=None):
           "speed-up, statistic (matrix cached) | speed-up incl. build vs fastest peer | speed-up incl. build vs W "
           "pipeline | same neighbours as libpysal | max abs z difference |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for name, r in (("H3 res 9", h3r),):
-        if "t_fa_build" not in r:
-            L.append(f"| {name}: {r['units']:,} (old run) | {r['t_build'] * 1e3:.0f} | {r['t_stat'] * 1e3:.2f} | | | | | "
-                     f"{r['t_esda_w']:.2f} | {r['t_esda_g']:.2f} | {r['ratio_stat']:,.0f}x | | "
-                     f"{r['ratio_total']:.1f}x | | {r['max_abs_dz']:.1e} |")
-            continue
-        L.append(f"| {name}: {r['units']:,} | {r['t_build'] * 1e3:.1f} | {r['t_stat'] * 1e3:.2f} | "
-                 f"{r['t_fa_build']:.3f} | {r['t_fa_g']:.3f} | {r['t_bh_build']:.3f} | {r['t_bh_g']:.3f} | "
-                 f"{r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | {r['ratio_stat']:,.0f}x | "
-                 f"{r['ratio_total']:.1f}x ({r['peer']}) | {r['ratio_total_w']:.1f}x | "
-                 f"{'yes' if r['same_as_libpysal'] else 'NO'} | {r['max_abs_dz']:.1e} |")
+    r = h3r
+    L.append(f"| H3 res 9: {r['units']:,} | {r['t_build'] * 1e3:.1f} | {r['t_stat'] * 1e3:.2f} | "
+             f"{r['t_fa_build']:.3f} | {r['t_fa_g']:.3f} | {r['t_bh_build']:.3f} | {r['t_bh_g']:.3f} | "
+             f"{r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | {r['ratio_stat']:,.0f}x | "
+             f"{r['ratio_total']:.1f}x ({r['peer']}) | {r['ratio_total_w']:.1f}x | "
+             f"{'yes' if r['same_as_libpysal'] else 'NO'} | {r['max_abs_dz']:.1e} |")
     h3_met = h3r.get("ratio_total", 0) >= 20
     L += ["", "harmspot build = `h3_ring_neighbours` (default `method=\"auto\"`): one vectorised h3ronpy "
           "`cells_to_localij` of all units around one anchor unit, then the six hex offsets looked up in a dense "
@@ -449,25 +444,19 @@ def main(argv=None):
           + ("Issue 3's target (>= 20x incl. build) is met against every peer, the fastest Graph pipeline included."
              if h3_met else "Issue 3's target (>= 20x incl. build) is NOT met against the fastest peer in this run."),
           ""]
-    pols = pol if isinstance(pol, list) else [dict(pol, rule="queen")]
-    L += [f"### Gi* on {pols[0]['units']:,} Voronoi polygons (queen and rook contiguity), best of 3", "",
+    L += [f"### Gi* on {pol[0]['units']:,} Voronoi polygons (queen and rook contiguity), best of 3", "",
           "| rule | harmspot build (ms) | harmspot Gi* (ms) | harmspot slow twin (ms) | libpysal Graph build (s) | "
           "esda G_Local on Graph (s) | libpysal W build (s) | esda G_Local on W (s) | speed-up, statistic | "
           "speed-up incl. build vs fastest peer | speed-up incl. build vs W pipeline | same neighbours as twin / libpysal | "
           "max abs z difference |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for r in pols:
-        if "t_graph_build" not in r:
-            L.append(f"| {r['rule']} (old run) | {r['t_build'] * 1e3:.0f} | {r['t_stat'] * 1e3:.2f} | | | | "
-                     f"{r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | {r['ratio_stat']:,.0f}x | {r['ratio_total']:.1f}x | | | "
-                     f"{r['max_abs_dz']:.1e} |")
-            continue
+    for r in pol:
         L.append(f"| {r['rule']} | {r['t_build'] * 1e3:.1f} | {r['t_stat'] * 1e3:.2f} | {r['t_twin'] * 1e3:.0f} | "
                  f"{r['t_graph_build']:.3f} | {r['t_graph_g']:.3f} | {r['t_esda_w']:.3f} | {r['t_esda_g']:.3f} | "
                  f"{r['ratio_stat']:,.0f}x | {r['ratio_total']:.1f}x ({r['peer']}) | {r['ratio_total_w']:.1f}x | "
                  f"{'yes' if r['same_as_twin'] else 'NO'} / {'yes' if r['same_as_libpysal'] else 'NO'} | "
                  f"{r['max_abs_dz']:.1e} |")
-    worst = min(r.get("ratio_total", 0) for r in pols)
+    worst = min(r.get("ratio_total", 0) for r in pol)
     L += ["", "harmspot build = `contiguity_neighbours(method=\"vertex\")`: exactly equal vertices (and, for rook, "
           "segments) are hashed and paired with numpy; bounding-box pairs come from a numpy strip sort-and-sweep "
           "(the same pairs as `STRtree.query`, which stays the fallback for non-finite or very thin boxes); pairs "
@@ -486,7 +475,7 @@ def main(argv=None):
              "against the W pipeline); what is left of the build is the box sweep (~8 ms), the octagon test "
              "(~4 ms), reading coordinates (~2 ms) and the hashing (~5 ms). Later runs on the same polygons read "
              "the matrix from the cache: see the next table."), ""]
-    crows = [("H3 res 9, ring 1", h3r)] + [(f"polygons, {r['rule']}", r) for r in pols]
+    crows = [("H3 res 9, ring 1", h3r)] + [(f"polygons, {r['rule']}", r) for r in pol]
     if all("cached" in r for _, r in crows):
         L += ["### Gi* when the neighbour matrix is cached (the next run on the same units), best of 5", "",
               "| units | harmspot key (ms) | harmspot, matrix in memory (ms) | harmspot, matrix from the store (ms) | "
