@@ -67,10 +67,10 @@ def build_store(path: Path):
     import numpy as np
     import shapely
 
-    from geo.result import AnalysisResult
+    from geo.core.result import AnalysisResult
     from services.auth import new_key
     from services.layers import save_result
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     rng = np.random.default_rng(20261122)
     n = 100

@@ -133,7 +133,7 @@ def bench_square(sizes, repeat: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from geo.units import SquareGrid, group_sum
+    from geo.units.lattice import SquareGrid, group_sum
 
     try:
         import numexpr as ne
@@ -147,7 +147,7 @@ def bench_square(sizes, repeat: int) -> dict:
     c, ix0, iy0, nx, ny = lat.cell, lat.ix0, lat.iy0, lat.nx, lat.ny
     units = pd.DataFrame({"ix": np.tile(np.arange(nx), ny) + ix0, "iy": np.repeat(np.arange(ny), nx) + iy0})
     out["info"]["cells"] = lat.size
-    import geo.units as U
+    import geo.units.lattice as U
 
     out["info"]["kernel"] = U._kernel is not None
     out["info"]["lattice"] = f"{nx} x {ny}"
@@ -221,8 +221,8 @@ def bench_square(sizes, repeat: int) -> dict:
         inc = None
         if n == min(sizes):
             # the analyst-facing call, for context: builds the cell polygons, weights, both sums
-            from geo.aggregate import count_units
-            from geo.incidents import IncidentTable
+            from geo.units.counts import count_units
+            from geo.core.incidents.table import IncidentTable
 
             inc = IncidentTable.from_frame(pd.DataFrame({
                 "incident_id": pd.RangeIndex(n).astype(str), "month": "2018-01",
@@ -249,7 +249,8 @@ def bench_h3(sizes, repeat: int) -> dict:
     import polars_h3 as plh3
     from h3ronpy.vector import coordinates_to_cells
 
-    from geo.units import H3Units, group_sum
+    from geo.units.h3 import H3Units
+    from geo.units.lattice import group_sum
 
     out = {"sizes": sizes, "rows": defaultdict(dict), "info": {}}
     hu = H3Units(H3_RES)
@@ -290,8 +291,8 @@ def bench_h3(sizes, repeat: int) -> dict:
           lambda r: [h3.str_to_int(s) for s in r[:1000]] == cells[:1000].tolist(), scale=n / m)
         inc = None
         if n == min(sizes):
-            from geo.aggregate import count_units
-            from geo.incidents import IncidentTable
+            from geo.units.counts import count_units
+            from geo.core.incidents.table import IncidentTable
 
             inc = IncidentTable.from_frame(pd.DataFrame({
                 "incident_id": pd.RangeIndex(n).astype(str), "month": "2018-01",
@@ -313,9 +314,12 @@ def ingest_child(out_json: str, store_dir: str) -> None:
     warnings.simplefilter("ignore")
     import shapely
 
-    import geo.incidents as gi
+    import geo.core.incidents.files as gi_files
+    import geo.core.incidents.police_uk as gi
+    import geo.core.incidents.table as gi_table
+    import geo.core.incidents.validate as gi_validate
     from data.boundaries import load_boundary
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     timers: dict[str, float] = defaultdict(float)  # wall seconds per stage
     cpu: dict[str, float] = defaultdict(float)  # CPU seconds (process_time: all threads) per stage
@@ -347,13 +351,14 @@ def ingest_child(out_json: str, store_dir: str) -> None:
     for name, key in [("_read_csv_raw", "csv_parse"), ("_canon_police_uk", "canonicalise"), ("_project", "projection"),
                       ("_stable_ids", "stable_ids"), ("_to_float", "coords_to_float"),
                       ("_validate_common", "validate"), ("_finish", "finish"), ("coerce_schema", "coerce_schema")]:
-        if hasattr(gi, name):
-            wrap(gi, name, key)
-    if hasattr(gi, "_Split"):  # the shared tail, file by file (add) and at the end (result)
-        wrap(gi._Split, "add", "finish")
-        wrap(gi._Split, "result", "finish")
+        for mod in (gi_files, gi, gi_validate, gi_table):  # each module's own binding of the name
+            if hasattr(mod, name):
+                wrap(mod, name, key)
+    # the shared tail, file by file (add) and at the end (result)
+    wrap(gi_validate._Split, "add", "finish")
+    wrap(gi_validate._Split, "result", "finish")
 
-    class _TimedShapely:  # times the boundary test inside geo.incidents._Split.add
+    class _TimedShapely:  # times the boundary test inside geo.core.incidents.validate._Split.add
         def __getattr__(self, k):
             return getattr(shapely, k)
 
@@ -365,7 +370,7 @@ def ingest_child(out_json: str, store_dir: str) -> None:
             with stage("boundary_prepare_contains"):
                 return shapely.contains_xy(*a, **k)
 
-    gi.shapely = _TimedShapely()
+    gi_validate.shapely = _TimedShapely()
 
     with stage("load_boundary"):
         area = load_boundary(ESSEX_LAD)
@@ -584,7 +589,7 @@ def report(info: dict, sq: dict | None, hx: dict | None, ing: dict | None, repea
         tm, cp, rs = lib["timers"], lib.get("cpu", {}), lib.get("rss", {})
         total = tm["total"]
         stages = [
-            ("imports (geo.incidents, data.boundaries, services.store)", "imports"),
+            ("imports (geo.core.incidents, data.boundaries, services.store)", "imports"),
             ("load_boundary (read + repair + reproject the 14 districts)", "load_boundary"),
             ("read_police_uk total", "read_police_uk"),
             ("  CSV parse (`_read_csv_raw`, 12 files)", "csv_parse"),
@@ -750,7 +755,7 @@ def hot_spots(sq: dict | None, hx: dict | None, ing: dict | None) -> list[str]:
             "~15, so wall times are inflated): PRIMARY KEY + "
             "`NOT EXISTS` insert and commit 7.4-8.4 s wall / 2.5 s CPU / 38 MB file; `INSERT OR IGNORE` with the "
             "key 6.7 s / 2.6 s; no key constraint with the same `NOT EXISTS` anti-join (a hash join) 3.0-3.3 s "
-            "/ 1.0 s CPU / 16 MB. Proposed (services/store.py): drop the constraint and keep the anti-join "
+            "/ 1.0 s CPU / 16 MB. Proposed (services/store/): drop the constraint and keep the anti-join "
             "(the store's lock already serialises writers; a second load still adds 0), which saves ~1.5 s "
             "CPU, most of the COMMIT wait and half the file.",
             "- Projection: `_project` builds a new pyproj `Transformer` for each of the 12 files (~0.02 s "

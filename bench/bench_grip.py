@@ -33,9 +33,9 @@ def geopandas_baseline(inc, towns, n=20, cell=150.0):
     import numpy as np
 
     from geo import BNG
-    from geo.grip import PROXY_CATEGORIES
-    from geo.harm import WeightTable
-    from geo.units import SquareGrid
+    from geo.grip.spots import PROXY_CATEGORIES
+    from geo.core.harm import WeightTable
+    from geo.units.lattice import SquareGrid
 
     df = inc.frame[inc.frame["category"].isin(list(PROXY_CATEGORIES))]
     pts = gpd.GeoDataFrame({"w": WeightTable.builtin().weights_for(df)},
@@ -58,10 +58,10 @@ def main(argv=None):
 
     from data.boundaries import load_boundary
     from geo import BNG, WGS84
-    from geo.grip import select_spots
-    from geo.incidents import read_police_uk
-    from geo.period import Period
-    from services.store import DuckDBStore
+    from geo.grip.spots import select_spots
+    from geo.core.incidents.police_uk import read_police_uk
+    from geo.core.period import Period
+    from services.store.duckdb_store import DuckDBStore
 
     lad_file = SHARED / "boundaries" / "essex_lad_2013.geojson.gz"
     street = SHARED / "crime" / "essex_street"

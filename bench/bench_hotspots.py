@@ -27,14 +27,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geo.gistar import (  # noqa: E402
-    LatticeNeighbours,
-    contiguity_neighbours,
-    gistar_z,
-    h3_ring_neighbours,
-)
-from geo.kde import bandwidth_rule, kde_auto, kde_exact, kde_lattice  # noqa: E402
-from geo.units import Lattice  # noqa: E402
+from geo.units.neighbours.base import LatticeNeighbours
+from geo.units.neighbours.contiguity import contiguity_neighbours
+from geo.hotspots.gistar import gistar_z
+from geo.units.neighbours.h3_rings import h3_ring_neighbours
+from geo.hotspots.kde import bandwidth_rule, kde_auto, kde_exact, kde_lattice
+from geo.units.lattice import Lattice
 
 warnings.filterwarnings("ignore")
 
@@ -90,7 +88,7 @@ def bench_kde(n, rng):
     sel_rng = np.random.default_rng(1)
     ref = {}
     h_rule = round(bandwidth_rule(x, y), 1)
-    # "auto": the binning hotspots_kde's exact-sum self-check settles on (geo.kde.kde_auto, run once, untimed
+    # "auto": the binning hotspots_kde's exact-sum self-check settles on (geo.hotspots.kde.kde_auto, run once, untimed
     # in the ratio; its time incl. the check is reported separately). The narrow quartic on the cell grid
     # itself (f = 1) is kept to show why it needs refining.
     configs = [(300.0, "gaussian", "gaussian", "auto"), (300.0, "quartic", "biweight", 1),
@@ -173,8 +171,8 @@ def cached_reruns(kind, frame, rule, build, y, graph, tmp):
     import esda
     from libpysal.graph import read_parquet
 
-    from geo.gistar import NeighbourCache, neighbours_key
-    from services.store import DuckDBStore
+    from geo.units.neighbours.cache import NeighbourCache, neighbours_key
+    from services.store.duckdb_store import DuckDBStore
 
     mem = NeighbourCache()
     mem.get(neighbours_key(kind, frame, rule), build)
@@ -392,9 +390,9 @@ def main(argv=None):
           "('mean': kernel K - d²/12 ∇²K, no extra work; 'points': per-point t(1-t) weights binned too) + a "
           "polyphase FFT at cell resolution (all f² node phases in one batched transform); 'no correction' = plain "
           "linear binning at the same f, KDEpy FFTKDE's algorithm. Binning '(auto)' = what `hotspots_kde`'s "
-          "exact-sum self-check (`geo.kde.kde_auto`, tries 1x mean, 2x mean, 2x points, 4x ...) settled on; "
+          "exact-sum self-check (`geo.hotspots.kde.kde_auto`, tries 1x mean, 2x mean, 2x points, 4x ...) settled on; "
           "'choice + self-check' = that search's one-off time including the exact sums at the checked cells "
-          "(`check_size`: 100 to 2,000 cells; points grouped by cell once with one stable sort, `geo.kde.PointCells`; "
+          "(`check_size`: 100 to 2,000 cells; points grouped by cell once with one stable sort, `geo.hotspots.kde.PointCells`; "
           "before 2026-11-22 08:00 UTC a KD-tree over all points, about 2x slower at 10M), not part of the timed ratio. "
           "Error = max |surface - exact kernel sum| / peak of the exact sum, at the 50 highest and 150 random "
           "cells. KDEpy's quartic twin is its `biweight` with bw = h/sqrt(7) (KDEpy scales kernels by their 1-D standard "
@@ -488,7 +486,7 @@ def main(argv=None):
                      f"{c['t_store'] * 1e3:.1f} | {c['t_peer_cached'] * 1e3:.1f} | {c['ratio_mem']:.1f}x | "
                      f"{c['ratio_store']:.1f}x | {r['t_peer'] / c['t_store']:.1f}x | {c['cached_dz']:.1e} |")
         L += ["", "Issue 3 asks for H3 and polygon Gi* at least 20x faster than esda \"via sparse neighbour matrices "
-              "built once and cached\". harmspot's `NeighbourCache` (geo/gistar.py) keeps each matrix keyed by its "
+              "built once and cached\". harmspot's `NeighbourCache` (geo/hotspots/gistar.py) keeps each matrix keyed by its "
               "rule and a SHA-256 digest of the exact units (`neighbours_key`: H3 ids, or every polygon coordinate with "
               "each unit's type and numbers of coordinates, parts and holes), in memory "
               "and in the store (`neighbour_matrices` table; the CLI's `hotspots gistar|emerging|accuracy` use it, "

@@ -48,7 +48,8 @@ def synthetic_cells(n: int, seed: int = 1):
 
 
 def run_harmspot(gdf, out: Path):
-    from maps.webmap import MapLayer, build_map, save_map
+    from maps.webmap.layers import MapLayer
+    from maps.webmap.build import build_map, save_map
 
     t0 = time.perf_counter()
     m, info = build_map([MapLayer("cells", gdf, "cells", {"kind": "cells"})], title="bench")
@@ -57,7 +58,7 @@ def run_harmspot(gdf, out: Path):
 
 
 def run_explore(gdf, out: Path):
-    from maps.webmap import inline_assets
+    from maps.webmap.assets import inline_assets
 
     t0 = time.perf_counter()
     m = gdf.explore(column="harm", scheme=None, tiles=None, tooltip=["cell_id", "count", "harm"],
@@ -77,7 +78,7 @@ def main(argv=None):
     import geopandas
     import shapely
 
-    from maps.webmap import browser_check, find_chromium
+    from maps.webmap.browser import browser_check, find_chromium
 
     exe = find_chromium()
     if exe is None:

@@ -45,7 +45,7 @@ def _factors(area, rng_seed=7):
     import numpy as np
     import pandas as pd
 
-    from geo.factors import factor_from_frame
+    from geo.rtm.factors import factor_from_frame
     from services.cmd_rtm import read_factor_file
 
     poi = SHARED / "poi"
@@ -91,9 +91,8 @@ def run_scenario(name: str, naive_sample: int) -> dict:
     import statsmodels
 
     from data.boundaries import load_boundary
-    from geo.incidents import read_police_uk
-    from geo.rtm import (RTMGrid, build_candidates, distance_to_nearest_edt, feature_density, fit_rtm,
-                         priority_places, spatial_influences)
+    from geo.core.incidents.police_uk import read_police_uk
+    from geo.rtm.model import (RTMGrid, build_candidates, distance_to_nearest_edt, feature_density, fit_rtm, priority_places, spatial_influences)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,7 +129,7 @@ def run_scenario(name: str, naive_sample: int) -> dict:
     for f in facs:
         distance_to_nearest_edt(grid, f.xy)
     t_edt = time.perf_counter() - t
-    from geo.rtm import distance_to_nearest
+    from geo.rtm.model import distance_to_nearest
 
     t = time.perf_counter()
     for f in facs:

@@ -2,7 +2,7 @@
 
 Functions and small classes over GeoDataFrames and arrays. Nothing here imports
 ``services`` or ``maps``, reads a file it was not handed, or keeps global state.
-Every analysis returns an :class:`geo.result.AnalysisResult`.
+Every analysis returns an :class:`geo.core.result.AnalysisResult`.
 """
 
 BNG = "EPSG:27700"

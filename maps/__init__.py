@@ -1,1 +1,1 @@
-"""harmspot.maps: folium maps, static figures and exports. Consumes geo.result.AnalysisResult only."""
+"""harmspot.maps: folium maps, static figures and exports. Consumes geo.core.result.AnalysisResult only."""

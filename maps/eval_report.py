@@ -1,8 +1,8 @@
 """HTML evaluation report (matplotlib figures embedded as PNG) plus CSV tables.
 
 ``write_report(evaluation, path, dose=None)`` takes the
-:class:`~geo.result.AnalysisResult` of :func:`geo.evaluation.evaluate_areas`
-(and optionally of :func:`geo.patrol.compute_dose`) and writes one self-contained
+:class:`~geo.core.result.AnalysisResult` of :func:`geo.evaluation.areas.evaluate_areas`
+(and optionally of :func:`geo.patrol.dose.compute_dose`) and writes one self-contained
 HTML file and a ``<name>_tables/`` folder of CSVs: statistics, monthly series,
 panel, matching, SPPT, decay curve, crossover lags, and the dose tables.
 """

@@ -16,7 +16,7 @@
       manifest.json          every file with its size and SHA-256, the parameters
     DIR.zip
 
-It consumes :class:`geo.result.AnalysisResult` objects only (the CLI does the store reading).
+It consumes :class:`geo.core.result.AnalysisResult` objects only (the CLI does the store reading).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from geo.result import AnalysisResult, jsonable
+from geo.core.result import AnalysisResult, jsonable
 from maps import export as ex
 
 
@@ -55,12 +55,12 @@ def build_pack(spots: AnalysisResult, out_dir, *, towns, name_col: str = "name",
     Parameters
     ----------
     spots : AnalysisResult
-        From ``geo.grip.select_spots`` (layer with spot_id, town, rank, harm, count, share_harm,
+        From ``geo.grip.spots.select_spots`` (layer with spot_id, town, rank, harm, count, share_harm,
         location, trend, status, target_minutes; ``tables["plan"]``).
     towns : GeoDataFrame
         The towns (one briefing page each), ``name_col`` naming them.
     cells : AnalysisResult, optional
-        Harm per cell (``geo.aggregate.count_units``) for map and page backgrounds.
+        Harm per cell (``geo.units.counts.count_units``) for map and page backgrounds.
     boundary : GeoDataFrame, optional
         The study area outline for the map.
     Returns
@@ -68,7 +68,8 @@ def build_pack(spots: AnalysisResult, out_dir, *, towns, name_col: str = "name",
     dict with ``dir``, ``zip``, ``files`` (relative path -> bytes), ``spots``, ``towns``, ``pages``.
     """
     from maps.briefing import briefing_pdf
-    from maps.webmap import MapLayer, build_map, save_map
+    from maps.webmap.layers import MapLayer
+    from maps.webmap.build import build_map, save_map
 
     step = progress or (lambda *a, **k: None)
     out = Path(out_dir)

@@ -1,8 +1,8 @@
 """The RTM model report: one self-contained HTML page a partnership meeting can read.
 
 ``write_rtm_report(result, path, comparison=None, area=None, factors=None)`` takes
-the :class:`~geo.result.AnalysisResult` of :func:`geo.rtm.risk_terrain` (and
-optionally of :func:`geo.learned_risk.compare_risk_models`) and writes a page in
+the :class:`~geo.core.result.AnalysisResult` of :func:`geo.rtm.model.risk_terrain` (and
+optionally of :func:`geo.rtm.learned.compare_risk_models`) and writes a page in
 the spirit of RTMDx's model report: what went in, the risk factors with their
 spatial influence and relative risk values in plain words and as a table, the
 risk map with priority places, the priority places table, how the model was

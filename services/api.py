@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from geo.errors import HarmspotError
+from geo.core.errors import HarmspotError
 from services.auth import (ApiError, AuthRequired, Forbidden, InvalidParameter, KeyChecker, LimitExceeded,
                            NotAvailable, NotFound, PayloadTooLarge, Principal, RateLimited, RateLimiter)
 from services.layers import (LAYER_ID_PATTERN, LRU, catalogue_entry, feature_collection, get_visible_layer,
@@ -229,7 +229,7 @@ def create_app(settings: Settings | None = None, store=None) -> FastAPI:
     from contextlib import asynccontextmanager
 
     from services.runs import RUN_KINDS, RunManager, public_run
-    from services.store import open_store
+    from services.store.open import open_store
     from services.tiles import TileService, check_tile
 
     settings = settings or Settings()
@@ -640,7 +640,7 @@ def _now_iso() -> str:
 
 
 def _render_map(store, metas) -> str:
-    """The offline tasking map (maps.webmap.build_map, assets inlined) of stored layers, else 501."""
+    """The offline tasking map (maps.webmap.build.build_map, assets inlined) of stored layers, else 501."""
     import importlib.util
 
     if importlib.util.find_spec("maps.webmap") is None:

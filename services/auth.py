@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from geo.errors import HarmspotError
+from geo.core.errors import HarmspotError
 
 ROLES = ("viewer", "analyst", "admin", "partner")
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from geo.errors import HarmspotError
+from geo.core.errors import HarmspotError
 from services.ui import STORE_HELP, console, echo_choices, echo_params, print_json, progress_bar
 
 app = typer.Typer(
@@ -38,7 +38,8 @@ COMMAND_MODULES = [
 
 
 def open_cli_store(store: str | None, read_only: bool = False):
-    from services.store import open_store, resolve_store_path
+    from services.store.open import open_store
+    from services.store.base import resolve_store_path
 
     path, auto = resolve_store_path(store)
     if auto:
@@ -67,8 +68,8 @@ def load_area(boundary: str | None, name_col: str | None = None, store=None):
 
 def resolve_period(store, date_from: str | None, date_to: str | None, *, default_months: int | None = None):
     """A Period from --from/--to; missing bounds come from the store's data (echoed)."""
-    from geo.period import Period
-    from geo.result import Choice
+    from geo.core.period import Period
+    from geo.core.result import Choice
 
     choices = []
     lo, hi = store.month_range() if hasattr(store, "month_range") else (None, None)
@@ -92,7 +93,7 @@ def resolve_period(store, date_from: str | None, date_to: str | None, *, default
 
 
 def load_weights(weights: str, proactive: bool):
-    from geo.harm import WeightTable, list_builtin
+    from geo.core.harm import WeightTable, list_builtin
 
     if Path(weights).suffix.lower() in (".csv", ".toml") and Path(weights).exists():
         fb = WeightTable.builtin(proactive=proactive)
@@ -116,14 +117,16 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: read, accepted, rejected, duplicates, rejects_file."),
 ):
     """Load incidents into the store. Every row is accepted or written to the rejects file with its reason."""
-    from geo.incidents import load_mapping, read_police_api, read_police_uk, read_table, sniff_format
+    from geo.core.incidents.force import load_mapping, read_table
+    from geo.core.incidents.police_uk import read_police_api, read_police_uk
+    from geo.core.incidents.files import sniff_format
 
     if fmt not in ("auto", "police-uk", "police-api", "table"):
         raise HarmspotError(f"--format {fmt!r}: use auto, police-uk, police-api or table")
     st = open_cli_store(store)
     area = load_area(boundary, store=st)
     if tolerance is None:
-        from geo.incidents import DEFAULT_BORDER_TOLERANCE_M
+        from geo.core.incidents.validate import DEFAULT_BORDER_TOLERANCE_M
 
         tolerance = DEFAULT_BORDER_TOLERANCE_M
         if area is not None:
@@ -177,11 +180,13 @@ def cells(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Harm-weighted counts per 150 m square, H3 cell or polygon, for a period and crime types."""
-    from geo.aggregate import count_units
-    from geo.categories import resolve_categories
-    from geo.result import Choice
-    from geo.units import H3Units, PolygonUnits, SquareGrid
-    from maps.export import write_result
+    from geo.units.counts import count_units
+    from geo.core.categories import resolve_categories
+    from geo.core.result import Choice
+    from geo.units.h3 import H3Units
+    from geo.units.polygons import PolygonUnits
+    from geo.units.lattice import SquareGrid
+    from maps.export.write import write_result
 
     cats = resolve_categories(category) if category else None
     wt = load_weights(weights, proactive)
@@ -263,7 +268,7 @@ def demo(
     seed: int = typer.Option(42, "--seed", help="Seed of the synthetic town."),
 ):
     """Run the whole pipeline offline on a seeded synthetic town (all data SYNTHETIC)."""
-    from geo.synth import make_town
+    from geo.synth.town import make_town
 
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]harmspot demo[/] -> {out.resolve()} (synthetic town, seed {seed}; no network needed)")

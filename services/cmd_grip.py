@@ -18,7 +18,7 @@ def _read_previous(path: Path):
     """Last cycle's output (GeoJSON/GeoPackage/CSV) as a DataFrame with ``spot_id``."""
     import pandas as pd
 
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     p = Path(path)
     if not p.exists():
@@ -86,11 +86,11 @@ def register(app) -> None:
 
         import pandas as pd
 
-        from geo.categories import resolve_categories
-        from geo.errors import HarmspotError
-        from geo.grip import crossover_schedule, select_spots
-        from geo.result import Choice
-        from maps.export import write_result
+        from geo.core.categories import resolve_categories
+        from geo.core.errors import HarmspotError
+        from geo.grip.spots import crossover_schedule, select_spots
+        from geo.core.result import Choice
+        from maps.export.write import write_result
         from services.cli import load_area, load_weights, open_cli_store, resolve_period
         from services.ui import console, echo_choices, echo_params, print_json, progress_bar
 
@@ -173,7 +173,7 @@ def register(app) -> None:
 
 
 def _town_seed(seed: int, town: str) -> int:
-    from geo.grip import _seed_for
+    from geo.grip.spots import _seed_for
 
     return _seed_for(seed, town)
 
@@ -182,8 +182,8 @@ def _read_points(path, name: str, **kw):
     """A points file for Minerva: CSV (lon/lat or easting/northing columns) or any vector file."""
     import pandas as pd
 
-    from geo.errors import HarmspotError
-    from geo.minerva import points_from_frame
+    from geo.core.errors import HarmspotError
+    from geo.minerva.zones import points_from_frame
 
     p = Path(path)
     if not p.exists():
@@ -211,7 +211,7 @@ def _read_points(path, name: str, **kw):
 
 
 def _parse_weights(text: str | None) -> dict | None:
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     if not text:
         return None
@@ -263,11 +263,11 @@ def _register_minerva(app) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (last line)."),
     ):
         """Minerva zones: where VAWG offences and felt-unsafe reports coincide, and where they do not."""
-        from geo.categories import resolve_categories
-        from geo.errors import HarmspotError
-        from geo.minerva import h3_units, minerva_zones, square_units
-        from geo.result import AnalysisResult, Choice
-        from maps.export import write_result
+        from geo.core.categories import resolve_categories
+        from geo.core.errors import HarmspotError
+        from geo.minerva.zones import h3_units, minerva_zones, square_units
+        from geo.core.result import AnalysisResult, Choice
+        from maps.export.write import write_result
         from services.cli import load_area, open_cli_store, resolve_period
         from services.ui import console, echo_choices, echo_params, print_json, progress_bar
 
@@ -334,7 +334,7 @@ def _register_minerva(app) -> None:
 
 def demo_step(ctx) -> None:
     """Grip harm spots for the two towns, and Minerva VAWG zones with SYNTHETIC fear reports."""
-    from geo.synth_minerva import make_fear_points
+    from geo.synth.minerva import make_fear_points
 
     town = ctx.town
     towns_file = ctx.out / "inputs" / "towns.gpkg"

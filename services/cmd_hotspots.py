@@ -48,9 +48,11 @@ hotspots_app = typer.Typer(
 
 # ------------------------------------------------------------------------------------------ helpers
 def _units(grid: str, cell: Optional[float], res: Optional[int], id_col: Optional[str], default_cell: float = 150.0):
-    from geo.errors import HarmspotError
-    from geo.result import Choice
-    from geo.units import H3Units, PolygonUnits, SquareGrid
+    from geo.core.errors import HarmspotError
+    from geo.core.result import Choice
+    from geo.units.h3 import H3Units
+    from geo.units.polygons import PolygonUnits
+    from geo.units.lattice import SquareGrid
 
     choices = []
     if grid == "square":
@@ -69,7 +71,7 @@ def _units(grid: str, cell: Optional[float], res: Optional[int], id_col: Optiona
 
 
 def _weight_choice(weight: Optional[str]):
-    from geo.result import Choice
+    from geo.core.result import Choice
 
     if weight is None:
         return "harm", [Choice("variable tested", "harm", "default; --weight count for incident counts")]
@@ -80,8 +82,8 @@ def _load(store, date_from, date_to, category, weights, proactive, boundary, *, 
     """Open the store; return (incidents, area, period, choices, categories, weight table, inputs).
 
     ``extend``: a function Period -> Period whose incidents are also loaded (e.g. the previous period)."""
-    from geo.categories import resolve_categories
-    from geo.period import Period
+    from geo.core.categories import resolve_categories
+    from geo.core.period import Period
     from services.cli import load_area, load_weights, open_cli_store, resolve_period
 
     cats = resolve_categories(category) if category else None
@@ -104,8 +106,9 @@ def _neighbour_cache(store):
 
     The store is opened when a matrix is first looked up (squares never need one) and that one
     connection also saves a matrix built on a miss; it is closed when the block ends."""
-    from geo.gistar import NeighbourCache
-    from services.store import open_store, resolve_store_path
+    from geo.units.neighbours.cache import NeighbourCache
+    from services.store.open import open_store
+    from services.store.base import resolve_store_path
 
     path, _ = resolve_store_path(store)
     opened = []
@@ -144,7 +147,7 @@ def _print_json(result, out: Optional[Path], extra: dict | None = None, *, input
 
 
 def _finish(result, out: Optional[Path], as_json: bool, extra: dict | None = None):
-    from maps.export import write_result
+    from maps.export.write import write_result
     from services.ui import console
 
     _echo(result)
@@ -187,7 +190,7 @@ def _print_tasking(task, title: str):
 
 def _next_period(p):
     """The period of equal length starting the day after ``p`` ends (whole months stay whole months)."""
-    from geo.period import Period
+    from geo.core.period import Period
 
     if p.start.day == 1 and (p.end + timedelta(days=1)).day == 1:
         n = len(p.months)
@@ -229,9 +232,9 @@ def gistar(
     as_json: JsonOpt = False,
 ):
     """Getis-Ord Gi* hot and cold spots of counts or harm, with FDR control, and the tasking table."""
-    from geo.aggregate import top_location_label
-    from geo.change import tasking_table, unit_totals, units_frame_like
-    from geo.gistar import hotspots_gistar
+    from geo.units.counts import top_location_label
+    from geo.hotspots.change import tasking_table, unit_totals, units_frame_like
+    from geo.hotspots.gistar import hotspots_gistar
 
     units, uchoices = _units(grid, cell, res, id_col)
     weight, wchoices = _weight_choice(weight)
@@ -281,8 +284,8 @@ def kde(
     as_json: JsonOpt = False,
 ):
     """Kernel density of harm or counts onto a BNG-aligned GeoTIFF (quartic or Gaussian)."""
-    from geo.kde import hotspots_kde, raster_cells
-    from maps.export import write_vector
+    from geo.hotspots.kde import hotspots_kde, raster_cells
+    from maps.export.write import write_vector
     from services.ui import console
 
     weight, wchoices = _weight_choice(weight)
@@ -328,7 +331,7 @@ def emerging(
     as_json: JsonOpt = False,
 ):
     """Emerging hot spots (ArcGIS EHSA classes): new, consecutive, intensifying, persistent, diminishing..."""
-    from geo.emerging import emerging_hotspots
+    from geo.hotspots.emerging import emerging_hotspots
 
     units, uchoices = _units(grid, cell, res, id_col, default_cell=250.0)
     weight, wchoices = _weight_choice(weight)
@@ -369,9 +372,9 @@ def change(
     as_json: JsonOpt = False,
 ):
     """What changed between two periods: counts and harm, E-test per unit, overlap of the top-N units."""
-    from geo.change import change_between
-    from geo.period import Period
-    from geo.result import Choice
+    from geo.hotspots.change import change_between
+    from geo.core.period import Period
+    from geo.core.result import Choice
 
     units, uchoices = _units(grid, cell, res, id_col)
     extra = []
@@ -422,11 +425,11 @@ def accuracy(
     as_json: JsonOpt = False,
 ):
     """Predictive accuracy: hit rate, PAI and PEI of hot spots from one period against the next."""
-    from geo.accuracy import predictive_accuracy
-    from geo.errors import HarmspotError
-    from geo.period import Period
-    from geo.result import Choice
-    from maps.export import write_result
+    from geo.hotspots.accuracy import predictive_accuracy
+    from geo.core.errors import HarmspotError
+    from geo.core.period import Period
+    from geo.core.result import Choice
+    from maps.export.write import write_result
     from services.ui import console
 
     units, uchoices = _units(grid, cell, res, id_col)

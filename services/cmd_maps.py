@@ -46,11 +46,12 @@ def register(app) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: out, bytes, layers."),
     ):
         """Draw layers on one map for the tasking meeting: works offline, with legend, popups and marking."""
-        from maps.webmap import build_map, load_map_layers, save_map
+        from maps.webmap.build import build_map, save_map
+        from maps.webmap.layers import load_map_layers
         from services.cli import load_area
         from services.ui import console, echo_choices, print_json
 
-        from maps.export import parse_breaks
+        from maps.export.style import parse_breaks
 
         fixed = parse_breaks(breaks) if breaks is not None else None
         layers = load_map_layers(layer_files)
@@ -70,7 +71,7 @@ def register(app) -> None:
         console.print(f"map -> {p} ({size / 1e6:.1f} MB, {mode})")
         checked = None
         if check:
-            from maps.webmap import browser_check
+            from maps.webmap.browser import browser_check
 
             r = browser_check(p, block_network=not tiles)
             built = (r["harmspot"] or {"layers": {}})["layers"]
@@ -102,7 +103,7 @@ def register(app) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: out, format, features."),
     ):
         """Convert a layer for devices and GIS: same features, readable attribute names."""
-        from maps.export import export_file
+        from maps.export.write import export_file
         from services.ui import console, print_json
 
         p, n = export_file(layer_file, fmt, out, layer=layer, marking=marking)
@@ -134,8 +135,8 @@ def register(app) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: dir, zip, files, spots, pages."),
     ):
         """Build the tasking pack: offline map, A4 briefing PDF per town, exports and a README, zipped."""
-        from geo.aggregate import count_units
-        from geo.units import SquareGrid
+        from geo.units.counts import count_units
+        from geo.units.lattice import SquareGrid
         from maps.pack import build_pack
         from services.cli import load_area, load_weights, open_cli_store, resolve_period
         from services.ui import console, echo_choices, print_json, progress_bar
@@ -163,9 +164,10 @@ def register(app) -> None:
 
 def demo_step(ctx) -> None:
     """Offline map of the demo outputs, KML/GeoJSON exports and a tasking pack (maps, exports, PDF)."""
-    from geo.errors import HarmspotError
-    from maps.export import export_file
-    from maps.webmap import build_map, load_map_layers, save_map
+    from geo.core.errors import HarmspotError
+    from maps.export.write import export_file
+    from maps.webmap.build import build_map, save_map
+    from maps.webmap.layers import load_map_layers
     from services.ui import console
 
     out = ctx.out
@@ -202,10 +204,10 @@ def demo_step(ctx) -> None:
 
 def _harm_spots(inc, towns, *, n, cell, weights, period, area, minutes):
     """Grip harm spots from geo.grip; if that module is absent, the top-n cells by harm per town (said so)."""
-    from geo.result import Choice
+    from geo.core.result import Choice
 
     try:
-        from geo.grip import select_spots
+        from geo.grip.spots import select_spots
     except ImportError:  # pragma: no cover - geo.grip ships with harmspot; kept for partial installs
         return _top_cells(inc, towns, n=n, cell=cell, weights=weights, period=period, area=area, minutes=minutes), [
             Choice("harm spots", f"top {n} cells by harm per town", "geo.grip is not installed")]
@@ -218,9 +220,9 @@ def _top_cells(inc, towns, *, n, cell, weights, period, area, minutes):  # pragm
     import numpy as np
     import pandas as pd
 
-    from geo.aggregate import count_units
-    from geo.result import AnalysisResult
-    from geo.units import SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.result import AnalysisResult
+    from geo.units.lattice import SquareGrid
 
     parts = []
     for name, geom in zip(towns["name"], towns.geometry):

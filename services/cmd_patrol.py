@@ -29,7 +29,7 @@ def _read_polygons(path: str, what: str):
 def _read_table(path: Path):
     import pandas as pd
 
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     p = Path(path)
     if not p.exists():
@@ -40,7 +40,7 @@ def _read_table(path: Path):
 
 
 def _on_target(text: str) -> tuple[float, float]:
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     try:
         lo, hi = (float(v) for v in text.replace(":", "-").split("-"))
@@ -70,7 +70,8 @@ def run_dose(pings: Path, spots: str, id_col: str, out: Path, *, daily: Path | N
              min_dwell=2.0, on_target="10-20", plan: Path | None = None, max_speed=70.0, max_gap_days=4.0,
              interactions: Path | None = None):
     """The body of ``harmspot dose`` (also used by the demo); returns (PingTable, AnalysisResult, outputs)."""
-    from geo.patrol import compute_dose, read_pings
+    from geo.patrol.dose import compute_dose
+    from geo.patrol.pings import read_pings
     from services.ui import console, progress_bar
 
     with progress_bar("reading pings", total=None) as cb:
@@ -111,13 +112,14 @@ def _interactions(path: Path, dose_res, out: Path, *, time_col, lon_col, lat_col
     import numpy as np
 
     from geo import BNG, WGS84
-    from geo.patrol import LOCAL_TZ, _parse_times, count_interactions
+    from geo.patrol.pings import LOCAL_TZ, _parse_times
+    from geo.patrol.dose import count_interactions
     from services.ui import console
 
     logs = _read_table(path)
     t = _parse_times(logs[time_col], LOCAL_TZ) if time_col in logs.columns else None
     if t is None:
-        from geo.errors import HarmspotError
+        from geo.core.errors import HarmspotError
 
         raise HarmspotError(f"{path}: no time column {time_col!r}; columns are {list(logs.columns)}")
     if x_col:
@@ -232,9 +234,9 @@ def register(app) -> None:
         """Before/after evaluation: WDQ/TNE, WDD (counts and harm), DiD rate ratio, SPPT, MDE, decay."""
         import pandas as pd
 
-        from geo.categories import resolve_categories
-        from geo.evaluation import evaluate_areas
-        from geo.period import Period
+        from geo.core.categories import resolve_categories
+        from geo.evaluation.areas import evaluate_areas
+        from geo.core.period import Period
         from services.cli import load_weights, open_cli_store
         from services.ui import console, echo_choices, print_json, progress_bar
 
@@ -290,7 +292,7 @@ def register(app) -> None:
             write_report(res, report)
             console.print(f"report: {report}")
         if out:
-            from maps.export import write_result
+            from maps.export.write import write_result
 
             write_result(res, out)
             console.print(f"areas: {out}")
@@ -305,8 +307,8 @@ def register(app) -> None:
 def demo_step(ctx) -> None:
     """Patrol dose from synthetic GPS pings at the top cells, and a before/after evaluation report."""
     from geo import evaluation
-    from geo.period import Period
-    from geo.synth_patrol import make_patrol_scenario
+    from geo.core.period import Period
+    from geo.synth.patrol import make_patrol_scenario
     from maps.eval_report import write_report
     from services.ui import console, echo_choices
 

@@ -2,8 +2,8 @@
 learned-risk comparison, a GeoTIFF risk surface, priority places and an HTML report.
 
 Thin edge: read the factor files the user named, load incidents and the study
-area from the store, call :func:`geo.rtm.risk_terrain` (and
-:func:`geo.learned_risk.compare_risk_models` with ``--compare``), echo every
+area from the store, call :func:`geo.rtm.model.risk_terrain` (and
+:func:`geo.rtm.learned.compare_risk_models` with ``--compare``), echo every
 automatic choice, write outputs. See docs/rtm.md.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def read_factor_file(name: str, path, area=None, where: dict | None = None, buff
     """
     import pandas as pd
 
-    from geo.factors import FactorLayerError, factor_from_frame
+    from geo.rtm.factors import FactorLayerError, factor_from_frame
 
     p = Path(path)
     if not p.exists():
@@ -69,7 +69,7 @@ def read_factor_file(name: str, path, area=None, where: dict | None = None, buff
 
 
 def _parse_factors(specs: list[str]) -> list[tuple[str, str]]:
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     out = []
     for s in specs or []:
@@ -88,7 +88,7 @@ def _parse_factors(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def _parse_where(specs: list[str] | None, names: list[str]) -> dict:
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     out: dict[str, dict] = {}
     for s in specs or []:
@@ -104,8 +104,8 @@ def _parse_where(specs: list[str] | None, names: list[str]) -> dict:
 
 def _split_for_comparison(st, period, test_from, test_to):
     """Training and held-out periods for --compare (echoed choices)."""
-    from geo.period import Period
-    from geo.result import Choice
+    from geo.core.period import Period
+    from geo.core.result import Choice
 
     choices = []
     if test_from or test_to:
@@ -122,7 +122,7 @@ def _split_for_comparison(st, period, test_from, test_to):
         choices.append(Choice("held-out period", test.label(), "the months after the modelled period in the store"))
         return period, test, choices
     if len(months) < 3:
-        from geo.errors import HarmspotError
+        from geo.core.errors import HarmspotError
 
         raise HarmspotError("--compare needs a later period: the store has no months after --to and the period is "
                             "too short to split; give --test-from/--test-to or an earlier --to")
@@ -173,12 +173,12 @@ def rtm_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (last line) with the factors list."),
 ):
     """Risk terrain modelling: which places' features raise the risk, how far, how much; the risk surface."""
-    from geo.categories import resolve_categories
-    from geo.errors import HarmspotError
-    from geo.learned_risk import compare_risk_models
-    from geo.result import Choice
-    from geo.rtm import check_cv, risk_terrain, spatial_influences
-    from maps.export import write_raster, write_result, write_vector
+    from geo.core.categories import resolve_categories
+    from geo.core.errors import HarmspotError
+    from geo.rtm.learned import compare_risk_models
+    from geo.core.result import Choice
+    from geo.rtm.model import check_cv, risk_terrain, spatial_influences
+    from maps.export.write import write_raster, write_result, write_vector
     from services.cli import load_area, open_cli_store, resolve_period
     from services.ui import console, echo_choices, echo_params, print_json, progress_bar
 
@@ -290,7 +290,7 @@ def rtm_command(
 
 
 def _priority(text: str):
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
 
     if text == "mean+2sd":
         return text

@@ -23,7 +23,7 @@ def _open(store: Optional[str]):
     try:
         return open_cli_store(store)
     except Exception as exc:  # DuckDB raises IOException when another process holds the file
-        from geo.errors import HarmspotError
+        from geo.core.errors import HarmspotError
 
         if "lock" in str(exc).lower():
             raise HarmspotError(f"store {store}: another process (a running 'harmspot serve'?) holds the DuckDB "
@@ -54,7 +54,7 @@ def keys_revoke(
     store: Optional[str] = typer.Option(None, "--store", help=STORE_HELP),
 ):
     """Revoke an API key by id or id prefix."""
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
     from services.ui import console
 
     with _open(store) as st:
@@ -92,7 +92,7 @@ def serve(
 
     from services.api import create_app
     from services.settings import Settings
-    from services.store import resolve_store_path
+    from services.store.base import resolve_store_path
     from services.ui import console
 
     path, auto = resolve_store_path(store)
@@ -123,7 +123,7 @@ def demo_step(ctx) -> None:
     from services.api import create_app
     from services.auth import new_key
     from services.settings import Settings
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     st = DuckDBStore(ctx.store_path)
     keys = {}
@@ -140,7 +140,7 @@ def demo_step(ctx) -> None:
                 time.sleep(0.2)
                 run = c.get(f"/runs/{run['run_id']}", headers={"X-API-Key": keys["analyst"]}).json()
             if run["status"] != "done":
-                from geo.errors import HarmspotError
+                from geo.core.errors import HarmspotError
 
                 raise HarmspotError(f"demo API run failed: {run.get('error')}")
             lid = run["layer_ids"][0]

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from geo import BNG, WGS84
-from geo.result import AnalysisResult, Raster, jsonable
+from geo.core.result import AnalysisResult, Raster, jsonable
 from services.auth import Forbidden, InvalidParameter, LimitExceeded, NotFound, Principal
 
 LAYER_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -119,7 +119,7 @@ def raster_bytes(r: Raster) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from maps.export import write_raster
+    from maps.export.write import write_raster
 
     with tempfile.TemporaryDirectory(prefix="harmspot-raster-") as d:
         p = Path(d) / "layer.tif"  # fixed name in a private temp dir: no id or user text reaches the path

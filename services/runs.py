@@ -28,7 +28,7 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from geo.errors import HarmspotError
+from geo.core.errors import HarmspotError
 from services.auth import InvalidParameter, NotAvailable, NotFound, Principal
 from services.layers import new_id, save_result
 
@@ -54,7 +54,7 @@ class CommonParams(BaseModel):
     @classmethod
     def _cats(cls, v):
         if v:
-            from geo.categories import resolve_categories
+            from geo.core.categories import resolve_categories
 
             return list(resolve_categories(v))
         return v
@@ -62,7 +62,7 @@ class CommonParams(BaseModel):
     @field_validator("weights")
     @classmethod
     def _weights(cls, v):
-        from geo.harm import list_builtin
+        from geo.core.harm import list_builtin
 
         if v not in list_builtin():
             raise ValueError(f"weights {v!r}: not a shipped table ({', '.join(list_builtin())})")
@@ -166,7 +166,7 @@ def _period_and_incidents(store, p: CommonParams, default_months=None):
 
 
 def _weights(p: CommonParams):
-    from geo.harm import WeightTable
+    from geo.core.harm import WeightTable
 
     return WeightTable.builtin(p.weights, proactive=p.proactive)
 
@@ -178,9 +178,10 @@ def _area(store, uploads):
 
 
 def run_cells(p: CellsParams, store, uploads):
-    from geo.aggregate import count_units
-    from geo.result import Choice
-    from geo.units import H3Units, SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.result import Choice
+    from geo.units.h3 import H3Units
+    from geo.units.lattice import SquareGrid
 
     period, choices, inc = _period_and_incidents(store, p)
     extra = []
@@ -201,18 +202,18 @@ def run_cells(p: CellsParams, store, uploads):
 
 
 def run_hotspots(p: HotspotsParams, store, uploads):
-    from geo.units import SquareGrid
+    from geo.units.lattice import SquareGrid
 
     period, choices, inc = _period_and_incidents(store, p)
     area = _area(store, uploads)
     inputs = {"store": "service store", "incidents": len(inc)}
     if p.method == "kde":
-        from geo.kde import hotspots_kde
+        from geo.hotspots.kde import hotspots_kde
 
         res = hotspots_kde(inc, _weights(p), area=area, period=period, categories=p.categories, cell=p.cell,
                            bandwidth=p.bandwidth, weight=p.weight or "harm", inputs=inputs)
     else:
-        from geo.gistar import hotspots_gistar
+        from geo.hotspots.gistar import hotspots_gistar
 
         units = SquareGrid(p.cell) if p.cell else None
         res = hotspots_gistar(inc, units, _weights(p), area=area, period=period, categories=p.categories,
@@ -223,8 +224,8 @@ def run_hotspots(p: HotspotsParams, store, uploads):
 
 
 def run_grip(p: GripParams, store, uploads):
-    from geo.grip import select_spots
-    from geo.period import Period
+    from geo.grip.spots import select_spots
+    from geo.core.period import Period
 
     period = Period.parse(p.date_from or p.date_to, p.date_to or p.date_from) if (p.date_from or p.date_to) else None
     inc = store.incidents(categories=p.categories)
@@ -236,8 +237,8 @@ def run_grip(p: GripParams, store, uploads):
 
 
 def run_rtm(p: RtmParams, store, uploads):
-    from geo.factors import factor_from_frame
-    from geo.rtm import risk_terrain
+    from geo.rtm.factors import factor_from_frame
+    from geo.rtm.model import risk_terrain
 
     period, choices, inc = _period_and_incidents(store, p)
     area = _area(store, uploads)
@@ -254,7 +255,8 @@ def run_rtm(p: RtmParams, store, uploads):
 
 
 def run_dose(p: DoseParams, store, uploads):
-    from geo.patrol import compute_dose, validate_pings
+    from geo.patrol.dose import compute_dose
+    from geo.patrol.pings import validate_pings
 
     pings = validate_pings(uploads["pings"], source="upload 'pings'")
     spots = uploads["spots"]
@@ -265,9 +267,9 @@ def run_dose(p: DoseParams, store, uploads):
 
 
 def run_evaluation(p: EvaluationParams, store, uploads):
-    from geo.evaluation import evaluate_areas
-    from geo.harm import WeightTable
-    from geo.period import Period
+    from geo.evaluation.areas import evaluate_areas
+    from geo.core.harm import WeightTable
+    from geo.core.period import Period
 
     inc = store.incidents(categories=p.categories)
     control = uploads.get("control", "auto")
@@ -278,7 +280,7 @@ def run_evaluation(p: EvaluationParams, store, uploads):
 
 
 def run_minerva(p: MinervaParams, store, uploads):
-    from geo.minerva import h3_units, minerva_zones, points_from_frame, square_units
+    from geo.minerva.zones import h3_units, minerva_zones, points_from_frame, square_units
 
     period, choices, inc = _period_and_incidents(store, p)
     area = _area(store, uploads)
@@ -306,27 +308,27 @@ AREA = {"area": "optional study-area polygons (.geojson/.gpkg, or .csv with a wk
 
 def _registry() -> dict[str, RunKind]:
     kinds = {
-        "cells": RunKind("cells", CellsParams, run_cells, ("geo.aggregate",), dict(AREA),
+        "cells": RunKind("cells", CellsParams, run_cells, ("geo.units.counts",), dict(AREA),
                          "Harm-weighted counts per square or H3 cell."),
-        "hotspots": RunKind("hotspots", HotspotsParams, run_hotspots, ("geo.gistar", "geo.kde"), dict(AREA),
+        "hotspots": RunKind("hotspots", HotspotsParams, run_hotspots, ("geo.hotspots.gistar", "geo.hotspots.kde"), dict(AREA),
                             "Getis-Ord Gi* hot-spot cells, or a KDE surface (method)."),
-        "grip": RunKind("grip", GripParams, run_grip, ("geo.grip",),
+        "grip": RunKind("grip", GripParams, run_grip, ("geo.grip.spots",),
                         {"towns": "town polygons with a name column (required)", **AREA},
                         "Grip harm spots per town with a patrol plan.", required=("towns",)),
-        "rtm": RunKind("rtm", RtmParams, run_rtm, ("geo.rtm", "geo.factors"),
+        "rtm": RunKind("rtm", RtmParams, run_rtm, ("geo.rtm.model", "geo.rtm.factors"),
                        {"*": "risk-factor points, one upload per factor named by its slot (pubs, stations...)", **AREA},
                        "Risk terrain modelling: relative risk surface and priority places."),
-        "minerva": RunKind("minerva", MinervaParams, run_minerva, ("geo.minerva",),
+        "minerva": RunKind("minerva", MinervaParams, run_minerva, ("geo.minerva.zones",),
                            {"fear": "felt-unsafe reports CSV (longitude/latitude or easting/northing, time, reason)",
                             "districts": "district polygons with a name column (optional)",
                             "*": "context point layers, one per slot name (pubs, stations...)", **AREA},
                            "Minerva VAWG zones where offences and fear coincide.", required=("fear",),
                            tables=("fear",)),
-        "dose": RunKind("dose", DoseParams, run_dose, ("geo.patrol",),
+        "dose": RunKind("dose", DoseParams, run_dose, ("geo.patrol.dose", "geo.patrol.pings"),
                         {"pings": "GPS pings CSV (unit_id, timestamp, longitude, latitude)",
                          "spots": "spot polygons with id_col"},
                         "Patrol dose per spot from GPS pings.", required=("pings", "spots"), tables=("pings",)),
-        "evaluation": RunKind("evaluation", EvaluationParams, run_evaluation, ("geo.evaluation",),
+        "evaluation": RunKind("evaluation", EvaluationParams, run_evaluation, ("geo.evaluation.areas",),
                               {"treated": "treated spot polygons with id_col (required)",
                                "control": "control polygons (default: matched automatically)"},
                               "Before/after evaluation (WDQ, WDD, DiD, SPPT).", required=("treated",)),
@@ -482,7 +484,7 @@ class RunManager:
                       for slot, (fn, data) in uploads.items()}
             result = spec.fn(params, self.store, frames)
             ids = save_result(self.store, result, run_id=run_id, name=spec.name)
-            from geo.result import jsonable
+            from geo.core.result import jsonable
 
             self.store.update_run(run_id, status="done", finished=_now(), layer_ids=ids,
                                   summary=jsonable(result.summary), choices=[c.to_dict() for c in result.choices])

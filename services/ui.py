@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from geo.result import AnalysisResult, jsonable
+from geo.core.result import AnalysisResult, jsonable
 
 #: Help text of every command's ``--store`` option.
 STORE_HELP = "Store: a DuckDB file path or postgresql:// URL (default $HARMSPOT_STORE, else ./harmspot.duckdb)."

@@ -1,4 +1,4 @@
-"""REFERENCE ONLY: ``geo.patrol.validate_pings`` as it was before the vectorised rewrite (commit 49f84ad).
+"""REFERENCE ONLY: ``geo.patrol.pings.validate_pings`` as it was before the vectorised rewrite (commit 49f84ad).
 
 Kept verbatim (only renamed) so tests/test_pings_validate.py can assert that the fast
 implementation accepts the same rows and gives every rejected row the same reason and
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from geo import BNG, WGS84
-from geo.patrol import LOCAL_TZ, PingError, PingTable
-from geo.result import Choice
+from geo.patrol.pings import LOCAL_TZ, PingError, PingTable
+from geo.core.result import Choice
 
 
 def validate_pings_reference(raw: pd.DataFrame, *, unit_col: str = "unit_id", time_col: str = "timestamp",

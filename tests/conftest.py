@@ -54,7 +54,7 @@ def essex_boundary(essex_lad):
 @pytest.fixture(scope="session")
 def essex_ingest(essex_street, essex_boundary):
     """All 12 Essex months read once with the Essex boundary (an IngestResult)."""
-    from geo.incidents import read_police_uk
+    from geo.core.incidents.police_uk import read_police_uk
 
     return read_police_uk(essex_street, boundary=essex_boundary)
 
@@ -62,7 +62,7 @@ def essex_ingest(essex_street, essex_boundary):
 @pytest.fixture(scope="session")
 def essex_store(tmp_path_factory, essex_ingest, essex_boundary):
     """A DuckDB store with all Essex months loaded (session-wide; treat as read-only)."""
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     p = tmp_path_factory.mktemp("essex") / "essex.duckdb"
     st = DuckDBStore(p)
@@ -75,7 +75,7 @@ def essex_store(tmp_path_factory, essex_ingest, essex_boundary):
 @pytest.fixture(scope="session")
 def town():
     """The seeded synthetic town (seed 42) used across tests as planted truth."""
-    from geo.synth import make_town
+    from geo.synth.town import make_town
 
     return make_town(42)
 
@@ -83,8 +83,8 @@ def town():
 @pytest.fixture()
 def town_store(tmp_path, town):
     """A fresh store holding the synthetic town's force export (times, flags, codes)."""
-    from geo.incidents import read_table
-    from services.store import DuckDBStore
+    from geo.core.incidents.force import read_table
+    from services.store.duckdb_store import DuckDBStore
 
     export, mapping = town.force_export()
     csv = tmp_path / "force_export.csv"

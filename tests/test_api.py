@@ -1,6 +1,6 @@
 """The HTTP API against both stores (DuckDB file and PostGIS), with FastAPI's TestClient.
 
-All data here is SYNTHETIC: the seeded town of ``geo.synth.make_town(42)`` (its force
+All data here is SYNTHETIC: the seeded town of ``geo.synth.town.make_town(42)`` (its force
 export, times and flags), so every number served can be checked against a planted
 truth computed directly with the geo functions in the same test.
 
@@ -104,7 +104,7 @@ def postgis_url():
 
 
 def town_ingest(town, tmp: Path):
-    from geo.incidents import read_table
+    from geo.core.incidents.force import read_table
 
     export, mapping = town.force_export()
     csv = tmp / "force_export.csv"
@@ -114,9 +114,9 @@ def town_ingest(town, tmp: Path):
 
 def populate(store, town, tmp: Path) -> dict:
     """Load the town and write three layers: aggregated cells, incident points, a count raster."""
-    from geo.aggregate import count_units
-    from geo.result import AnalysisResult, Raster
-    from geo.units import Lattice, SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.result import AnalysisResult, Raster
+    from geo.units.lattice import Lattice, SquareGrid
     from services.layers import save_result
 
     store.set_study_area(town.boundary, "district")
@@ -176,10 +176,10 @@ class Api:
 
 def open_backend(backend: str, tmp: Path, request):
     if backend == "duckdb":
-        from services.store import DuckDBStore
+        from services.store.duckdb_store import DuckDBStore
 
         return DuckDBStore(tmp / "service.duckdb")
-    from services.store_postgis import PostGISStore
+    from services.store.postgis_store import PostGISStore
 
     return PostGISStore(new_pg_database(request.getfixturevalue("postgis_url")))
 
@@ -387,9 +387,9 @@ def test_raster_png_tile(api):
 
 # ============================================================================== runs
 def test_cells_run_matches_direct_analysis(api):
-    from geo.aggregate import count_units
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     r = api.post("/runs/cells", "analyst", json={"cell": 250, "from": "2025-03", "to": "2025-05"})
     assert r.status_code == 202, r.text
@@ -485,7 +485,7 @@ def kinds_api(tmp_path_factory, town):
 
     from services.api import create_app
     from services.settings import Settings
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     tmp = tmp_path_factory.mktemp("kinds")
     store = DuckDBStore(tmp / "kinds.duckdb")
@@ -521,9 +521,9 @@ def _run(api, kind, params, files=None):
 
 
 def test_run_hotspots_gistar_equals_direct_call(kinds_api):
-    from geo.gistar import hotspots_gistar
-    from geo.harm import WeightTable
-    from geo.period import Period
+    from geo.hotspots.gistar import hotspots_gistar
+    from geo.core.harm import WeightTable
+    from geo.core.period import Period
 
     api = kinds_api
     run = _run(api, "hotspots", {"method": "gistar", "from": "2025-01", "to": "2025-06"})
@@ -538,8 +538,8 @@ def test_run_hotspots_gistar_equals_direct_call(kinds_api):
 
 
 def test_run_hotspots_kde_is_a_raster_layer(kinds_api):
-    from geo.harm import WeightTable
-    from geo.kde import hotspots_kde
+    from geo.core.harm import WeightTable
+    from geo.hotspots.kde import hotspots_kde
     from services.layers import layer_data
 
     api = kinds_api
@@ -553,8 +553,8 @@ def test_run_hotspots_kde_is_a_raster_layer(kinds_api):
 
 
 def test_run_grip_needs_towns_and_equals_direct_call(kinds_api, town):
-    from geo.grip import select_spots
-    from geo.harm import WeightTable
+    from geo.grip.spots import select_spots
+    from geo.core.harm import WeightTable
 
     api = kinds_api
     r = api.post("/runs/grip", "analyst", json={"n": 5})
@@ -568,11 +568,12 @@ def test_run_grip_needs_towns_and_equals_direct_call(kinds_api, town):
 
 
 def test_run_dose_and_evaluation_equal_direct_calls(kinds_api):
-    from geo.evaluation import evaluate_areas
-    from geo.harm import WeightTable
-    from geo.patrol import compute_dose, validate_pings
-    from geo.period import Period
-    from geo.synth_patrol import make_patrol_scenario
+    from geo.evaluation.areas import evaluate_areas
+    from geo.core.harm import WeightTable
+    from geo.patrol.dose import compute_dose
+    from geo.patrol.pings import validate_pings
+    from geo.core.period import Period
+    from geo.synth.patrol import make_patrol_scenario
 
     api = kinds_api
     sc = make_patrol_scenario(42)
@@ -590,8 +591,8 @@ def test_run_dose_and_evaluation_equal_direct_calls(kinds_api):
 
 
 def test_run_rtm_with_one_factor(kinds_api, town):
-    from geo.factors import factor_from_frame
-    from geo.rtm import risk_terrain
+    from geo.rtm.factors import factor_from_frame
+    from geo.rtm.model import risk_terrain
 
     api = kinds_api
     run = _run(api, "rtm", {}, {"pubs": _geojson(town.features["pubs"])})
@@ -615,7 +616,7 @@ def test_rate_limit_gives_429_with_retry_after(tmp_path):
 
     from services.api import create_app
     from services.settings import Settings
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     st = DuckDBStore(tmp_path / "rl.duckdb")
     keys = make_keys(st)
@@ -693,9 +694,9 @@ def services_tiles():
 
 
 def test_run_minerva_equals_direct_call(kinds_api, town):
-    """Minerva zones via the API equal geo.minerva.minerva_zones on the same SYNTHETIC fear reports."""
-    from geo.minerva import minerva_zones, points_from_frame, square_units
-    from geo.synth_minerva import make_fear_points
+    """Minerva zones via the API equal geo.minerva.zones.minerva_zones on the same SYNTHETIC fear reports."""
+    from geo.minerva.zones import minerva_zones, points_from_frame, square_units
+    from geo.synth.minerva import make_fear_points
 
     api = kinds_api
     fear = make_fear_points(town, n=600, seed=7)
@@ -726,7 +727,7 @@ def test_readers_never_see_half_a_layer(backend, tmp_path, request):
     import geopandas as gpd
     import shapely
 
-    from geo.result import AnalysisResult
+    from geo.core.result import AnalysisResult
     from services.layers import save_result
 
     store = open_backend(backend, tmp_path, request)
@@ -774,7 +775,7 @@ def test_cors_allow_list_when_configured(tmp_path):
 
     from services.api import create_app
     from services.settings import Settings
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     st = DuckDBStore(tmp_path / "cors.duckdb")
     keys = make_keys(st)
@@ -790,7 +791,7 @@ def test_cors_allow_list_when_configured(tmp_path):
 
 
 def test_upload_row_limit_and_messages_name_upload_row_field():
-    from geo.errors import HarmspotError
+    from geo.core.errors import HarmspotError
     from services.runs import read_table_upload, read_upload
 
     csv = b"longitude,latitude\n0.4,51.8\n0.41,51.81\n0.42,51.82\n"

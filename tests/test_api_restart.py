@@ -27,12 +27,12 @@ def _wait(c, run_id, h, states, timeout=60):
 @pytest.mark.parametrize("backend", ["duckdb", "postgis"])
 def test_restart_marks_interrupted_runs_failed_and_keeps_finished_ones(backend, tmp_path, town, request):
     if backend == "duckdb":
-        from services.store import DuckDBStore
+        from services.store.duckdb_store import DuckDBStore
 
         url = str(tmp_path / "restart.duckdb")
         st = DuckDBStore(url)
     else:
-        from services.store_postgis import PostGISStore
+        from services.store.postgis_store import PostGISStore
 
         url = new_pg_database(request.getfixturevalue("postgis_url"))
         st = PostGISStore(url)

@@ -1,7 +1,7 @@
 """Who sees what: the role matrix (TestClient, both stores) and a real ``harmspot serve`` process.
 
-Data is SYNTHETIC (seeded town, ``geo.synth.make_town(42)``); the truth for partner
-suppression is ``geo.aggregate.count_units`` on the same incidents: a partner must get
+Data is SYNTHETIC (seeded town, ``geo.synth.town.make_town(42)``); the truth for partner
+suppression is ``geo.units.counts.count_units`` on the same incidents: a partner must get
 every cell with count >= k exactly, and no number at all for cells below k.
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ def stop_server(proc):
 
 @pytest.fixture(scope="module")
 def served_store(tmp_path_factory, town):
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     tmp = tmp_path_factory.mktemp("served")
     path = tmp / "served.duckdb"
@@ -184,7 +184,7 @@ def test_keys_cli_and_real_server_roles(served_store):
     import httpx
 
     from services.auth import hash_key
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     path, ids = served_store
     keys = {}

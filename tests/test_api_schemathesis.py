@@ -30,7 +30,7 @@ _KEYS: dict = {}
 def api_schema(tmp_path_factory, town):
     from services.api import create_app
     from services.settings import Settings
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     tmp = tmp_path_factory.mktemp("schemathesis")
     st = DuckDBStore(tmp / "s.duckdb")

@@ -10,9 +10,9 @@ CDN-mode page is the negative control: the same detector must see its requests. 
 are saved under test-artifacts/. Rank labels of planted touching spots are checked by their
 rendered boxes (``getBoundingClientRect``) at several zooms.
 
-Inputs are SYNTHETIC: geo.synth.make_town(42); harm spots from geo.grip.select_spots; the
+Inputs are SYNTHETIC: geo.synth.town.make_town(42); harm spots from geo.grip.spots.select_spots; the
 Gi* classes, KDE surface and Minerva zones are planted stand-ins with the columns those
-analyses write (gistar_class labels from geo.gistar.CLASS_LABELS; quadrant/drivers).
+analyses write (gistar_class labels from geo.hotspots.gistar.CLASS_LABELS; quadrant/drivers).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import shapely
 from affine import Affine
 
 from geo import BNG
-from geo.result import AnalysisResult, Raster
+from geo.core.result import AnalysisResult, Raster
 from maps import export as ex
 from maps import webmap as wm
 
@@ -48,12 +48,12 @@ def _need_browser():
 
 @pytest.fixture(scope="module")
 def layer_files(town, tmp_path_factory):
-    from geo.aggregate import count_units
-    from geo.gistar import CLASS_LABELS
-    from geo.grip import select_spots
-    from geo.incidents import read_table
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.units.counts import count_units
+    from geo.hotspots.gistar import CLASS_LABELS
+    from geo.grip.spots import select_spots
+    from geo.core.incidents.force import read_table
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     d = tmp_path_factory.mktemp("browser")
     exp, mapping = town.force_export()

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geo.accuracy import accuracy_at, accuracy_curve, predictive_accuracy
-from geo.change import change_between, jaccard_top, poisson_etest, tasking_table
+from geo.hotspots.accuracy import accuracy_at, accuracy_curve, predictive_accuracy
+from geo.hotspots.change import change_between, jaccard_top, poisson_etest, tasking_table
 
 
 def test_pai_issue_oracle():
@@ -55,7 +55,7 @@ def test_jaccard_top_n_by_hand():
 
 def _synthetic_two_periods(seed=1):
     """SYNTHETIC planted truth: two months of points; one 150 m cell quadruples, one empties."""
-    from geo.incidents import IncidentTable
+    from geo.core.incidents.table import IncidentTable
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -75,8 +75,8 @@ def _synthetic_two_periods(seed=1):
 
 
 def test_change_between_planted_increase_and_decrease():
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     inc = _synthetic_two_periods()
     res = change_between(inc, SquareGrid(150), before=Period.parse("2025-01"), after=Period.parse("2025-02"),
@@ -95,8 +95,8 @@ def test_change_between_planted_increase_and_decrease():
 
 
 def test_predictive_accuracy_compares_methods_on_synthetic_data():
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     inc = _synthetic_two_periods()
     res = predictive_accuracy(inc, SquareGrid(150), train=Period.parse("2025-01"), test=Period.parse("2025-02"),

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from geo.emerging import ehsa_classify, emerging_hotspots, mann_kendall
+from geo.hotspots.emerging import ehsa_classify, emerging_hotspots, mann_kendall
 
 
 def test_mann_kendall_equals_scipy_kendall_tau():
@@ -81,7 +81,7 @@ def _planted_town(plants=None, seed=7):
     uniform background and planted 150 m cells far apart."""
     from pyproj import Transformer
 
-    from geo.incidents import IncidentTable
+    from geo.core.incidents.table import IncidentTable
 
     rng = np.random.default_rng(seed)
     x0, y0 = 600_000.0, 199_950.0
@@ -109,7 +109,7 @@ def _planted_town(plants=None, seed=7):
 def test_planted_patterns_are_recovered_from_month_only_data(plants):
     import shapely
 
-    from geo.units import SquareGrid
+    from geo.units.lattice import SquareGrid
 
     inc, ids = _planted_town(plants)
     assert not inc.has_times  # months only, like police.uk
@@ -128,11 +128,11 @@ def test_planted_patterns_are_recovered_from_month_only_data(plants):
 def test_gap_months_are_left_out_and_listed():
     import shapely
 
-    from geo.units import SquareGrid
+    from geo.units.lattice import SquareGrid
 
     inc, _ = _planted_town()
     df = inc.frame
-    from geo.incidents import IncidentTable
+    from geo.core.incidents.table import IncidentTable
 
     holed = IncidentTable.from_frame(df[~df["month"].isin(["2025-05", "2025-06"])])
     res = emerging_hotspots(holed, SquareGrid(150), area=shapely.box(600_000, 199_950, 604_500, 204_450))
@@ -150,8 +150,8 @@ def test_bad_freq_raises():
 def test_day_steps_end_at_the_period_end(town_store, town):
     # SYNTHETIC town (seed 42) with times: 365 days in 14-day steps = 26 complete steps ending on
     # 2025-12-31 (the last starts 2025-12-18); the 1 day left over at the start is left out and echoed.
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     inc = town_store.incidents()
     res = emerging_hotspots(inc, SquareGrid(250), area=town.boundary, period=Period.parse("2025-01", "2025-12"),

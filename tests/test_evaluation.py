@@ -129,7 +129,7 @@ def test_residual_deterrence_refuses_month_only():
     v = pd.DataFrame({"spot_id": ["a"], "start": [pd.Timestamp("2025-01-01", tz="UTC")],
                       "end": [pd.Timestamp("2025-01-01 00:15", tz="UTC")]})
     inc = pd.DataFrame({"spot_id": ["a"], "occurred_at": [pd.NaT]})
-    from geo.errors import MonthOnlyDataError
+    from geo.core.errors import MonthOnlyDataError
 
     with pytest.raises(MonthOnlyDataError, match="month-level designs"):
         ev.residual_deterrence(v, inc, baseline_rate=0.01, window=("2025-01-01", "2025-02-01"))
@@ -140,8 +140,8 @@ def test_residual_deterrence_refuses_month_only():
 def scenario():
     """SYNTHETIC: geo.synth_patrol plants a 40% reduction at treated spots for 48 h after each visit."""
     from geo import patrol
-    from geo.period import Period
-    from geo.synth_patrol import make_patrol_scenario
+    from geo.core.period import Period
+    from geo.synth.patrol import make_patrol_scenario
 
     sc = make_patrol_scenario(42)
     dose = patrol.compute_dose(patrol.validate_pings(sc.pings), sc.spots, "spot_id")
@@ -189,9 +189,9 @@ def test_crossover_design_sees_treated_days(scenario):
 
 
 def test_month_only_data_refused_for_decay(scenario):
-    from geo.errors import MonthOnlyDataError
-    from geo.incidents import IncidentTable
-    from geo.period import Period
+    from geo.core.errors import MonthOnlyDataError
+    from geo.core.incidents.table import IncidentTable
+    from geo.core.period import Period
 
     sc, dose, _ = scenario
     f = sc.incident_table().frame.assign(occurred_at=pd.NaT)
@@ -201,7 +201,7 @@ def test_month_only_data_refused_for_decay(scenario):
 
 
 def test_auto_controls_outside_buffers_same_town(scenario):
-    from geo.period import Period
+    from geo.core.period import Period
 
     sc, _, _ = scenario
     res = ev.evaluate_areas(sc.incident_table(), sc.treated, "auto", before=Period.parse(*sc.before),
@@ -223,8 +223,8 @@ def test_auto_controls_outside_buffers_same_town(scenario):
 # ------------------------------------------------------------------------------------------- real data
 def test_essex_month_level_before_after(essex_store):
     """Real Essex police.uk data (months only): Grip spots chosen on the first months, matched controls."""
-    from geo.grip import select_spots
-    from geo.period import Period
+    from geo.grip.spots import select_spots
+    from geo.core.period import Period
 
     lo, hi = essex_store.month_range()
     months = Period.parse(lo, hi).months

@@ -1,6 +1,6 @@
 """Exports reopen in the readers GIS use (pyogrio, rasterio, xml.etree) with the same features.
 
-Inputs are SYNTHETIC: the seeded town of ``geo.synth.make_town(42)`` counted per 150 m square,
+Inputs are SYNTHETIC: the seeded town of ``geo.synth.town.make_town(42)`` counted per 150 m square,
 a harm-spot-like layer built from its top cells, and a planted Gaussian surface.
 The reference for every check is the input itself (feature count, CRS, attribute values
 read back by an independent reader); float tolerance 1e-6 relative unless stated.
@@ -19,7 +19,7 @@ import rasterio
 from affine import Affine
 
 from geo import BNG
-from geo.result import AnalysisResult, Raster
+from geo.core.result import AnalysisResult, Raster
 from maps import export as ex
 
 KML = "{http://www.opengis.net/kml/2.2}"
@@ -27,9 +27,9 @@ KML = "{http://www.opengis.net/kml/2.2}"
 
 # ------------------------------------------------------------------------------------ fixtures
 def _town_cells(town, tmp):
-    from geo.aggregate import count_units
-    from geo.incidents import read_table
-    from geo.units import SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.incidents.force import read_table
+    from geo.units.lattice import SquareGrid
 
     exp, mapping = town.force_export()
     csv = tmp / "force_export.csv"
@@ -39,7 +39,7 @@ def _town_cells(town, tmp):
 
 
 def _spots(cells: AnalysisResult, n=12):
-    """A harm-spot layer shaped like geo.grip.select_spots' output (synthetic, from the top cells)."""
+    """A harm-spot layer shaped like geo.grip.spots.select_spots' output (synthetic, from the top cells)."""
     lay = cells.layer.sort_values("harm", ascending=False).head(n).reset_index(drop=True)
     out = lay[["cell_id", "count", "harm", "geometry"]].copy()
     out.insert(0, "spot_id", [f"HS{i + 1:02d}" for i in range(len(out))])

@@ -1,6 +1,6 @@
 """Foundation: readers, validation, weights, units, store and CLI on seeded synthetic data.
 
-The synthetic town (geo.synth.make_town, seed 42) is planted truth: we know every incident's exact
+The synthetic town (geo.synth.town.make_town, seed 42) is planted truth: we know every incident's exact
 position, category and time, and the force export's bad rows carry the reason they must be rejected for.
 """
 from __future__ import annotations
@@ -16,12 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geo.aggregate import count_units, unit_window_matrix
-from geo.errors import HarmspotError, NotACrimeTableError, PeriodError, WeightTableError
-from geo.harm import WeightTable
-from geo.incidents import IncidentTable, read_police_uk, read_table
-from geo.period import Period
-from geo.units import H3Units, Lattice, PolygonUnits, SquareGrid
+from geo.units.counts import count_units, unit_window_matrix
+from geo.core.errors import NotACrimeTableError, PeriodError, WeightTableError
+from geo.core.harm import WeightTable
+from geo.core.incidents.table import IncidentTable
+from geo.core.incidents.police_uk import read_police_uk
+from geo.core.incidents.force import read_table
+from geo.core.period import Period
+from geo.units.h3 import H3Units
+from geo.units.lattice import Lattice, SquareGrid
+from geo.units.polygons import PolygonUnits
 
 
 def run_cli(*args, cwd=None):
@@ -124,7 +128,7 @@ def test_police_uk_reader_from_zip_and_dedup(tmp_path, town):
     assert len(asb) == (town.incidents["category"] == "Anti-social behaviour").sum()
     assert asb["incident_id"].is_unique  # identical ASB rows at one snapped point still get distinct ids
 
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     with DuckDBStore(tmp_path / "s.duckdb") as st:
         s1 = st.add_ingest(r)
@@ -222,7 +226,7 @@ def test_rejects_file_holds_the_input_records_byte_for_byte(tmp_path, town):
     import csv
     import io
 
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     paths, records, expected = _planted_police_uk(tmp_path, town)
     r = read_police_uk(tmp_path / "in", boundary=town.boundary)
@@ -258,7 +262,7 @@ def test_cross_file_duplicates_equal_pandas_duplicated(monkeypatch, collide):
     it decided file by file), with missing ids never duplicates. ``collide`` makes every 64-bit hash equal, so
     the exact text comparison of hash-colliding rows is what decides.
     """
-    import geo.incidents as gi
+    import geo.core.incidents.validate as gi
 
     if collide:
         monkeypatch.setattr(gi.pd.util, "hash_pandas_object",
@@ -341,11 +345,11 @@ def test_lattice_bincount_equals_histogram2d():
 
 
 def _binning_path(monkeypatch, path: str):
-    """Select one binning path of geo.units.Lattice: the numpy path with default or tiny blocks
+    """Select one binning path of geo.units.lattice.Lattice: the numpy path with default or tiny blocks
     (tiny ones force the multi-block, multi-thread code), or the compiled kernel (geo/_binning.c)
     on one thread or split over three. The kernel is built at install where a C compiler is
     present; without it the kernel cases skip, except under CI where it must be built."""
-    import geo.units as U
+    import geo.units.lattice as U
 
     if path.startswith("numpy"):
         monkeypatch.setattr(U, "_kernel", None)
@@ -379,7 +383,7 @@ def test_lattice_binning_equals_the_definition(monkeypatch, path):
     """Reference: :func:`_binning_reference`. Exact equality for counts, flat codes and lookups;
     weighted sums to 1e-12 (blocks and threads add in a different order). Points exactly on
     cell edges, one ulp either side of them, off the lattice, NaN and +-inf are all planted."""
-    import geo.units as U
+    import geo.units.lattice as U
 
     _binning_path(monkeypatch, path)
     rng = np.random.default_rng(7)
@@ -448,7 +452,7 @@ def test_lattice_binning_property(monkeypatch, path, data):
 def test_binning_kernel_rejects_bad_buffers():
     """The compiled kernel checks what it is given (lengths, lattice) instead of reading past
     an array's end."""
-    import geo.units as U
+    import geo.units.lattice as U
 
     if U._kernel is None:
         pytest.skip("the compiled binning kernel geo._binning is not built")

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from geo.aggregate import count_units
-from geo.harm import WeightTable
-from geo.units import PolygonUnits, SquareGrid
+from geo.units.counts import count_units
+from geo.core.harm import WeightTable
+from geo.units.polygons import PolygonUnits
+from geo.units.lattice import SquareGrid
 
 # From ../shared/data/crime/README.md, table "month | rows | rows w/o coordinates".
 ROWS_PER_MONTH = {"2018-01": 14786, "2018-02": 13752, "2018-03": 16014, "2018-04": 16709, "2018-05": 17618,
@@ -61,7 +62,7 @@ def test_rejects_keep_rows_as_they_came(essex_ingest):
 
 
 def test_asb_rows_kept_with_stable_ids(essex_ingest, essex_street):
-    from geo.incidents import read_police_uk
+    from geo.core.incidents.police_uk import read_police_uk
 
     acc = essex_ingest.accepted.frame
     asb = acc[acc["category"] == "Anti-social behaviour"]
@@ -107,7 +108,7 @@ def test_cells_sum_to_accepted_in_area(essex_ingest, essex_boundary):
 
 
 def test_colchester_api_file(shared):
-    from geo.incidents import read_police_api
+    from geo.core.incidents.police_uk import read_police_api
 
     r = read_police_api(shared / "crime" / "colchester_2023_api" / "crime23.csv.gz")
     assert r.read == 6878 and len(r.accepted) + r.rejected == r.read

@@ -7,19 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geo.gistar import (
-    LatticeNeighbours,
-    adjust_pvalues,
-    classify,
-    contiguity_neighbours,
-    distance_band_neighbours,
-    gistar,
-    gistar_z,
-    h3_ring_neighbours,
-    hotspots_gistar,
-    permutation_pvalues,
-    square_index,
-)
+from geo.units.neighbours.base import LatticeNeighbours, distance_band_neighbours
+from geo.hotspots.significance import adjust_pvalues
+from geo.hotspots.gistar import classify, gistar, gistar_z, hotspots_gistar, permutation_pvalues
+from geo.units.neighbours.contiguity import contiguity_neighbours
+from geo.units.neighbours.h3_rings import h3_ring_neighbours
+from geo.units.neighbours.build import square_index
 
 ATOL = 1e-9  # issue 3: "equals esda's on the same cells and weights to 1e-9"
 
@@ -81,8 +74,8 @@ def test_lattice_matches_its_sparse_twin(memphis):
 def test_essex_counts_and_harm_equal_esda(essex_ingest, essex_boundary):
     # Real data: Essex police.uk street crime, one month, 500 m BNG squares, band 750 m.
     libpysal = pytest.importorskip("libpysal")
-    from geo.period import Period
-    from geo.units import SquareGrid
+    from geo.core.period import Period
+    from geo.units.lattice import SquareGrid
 
     inc = essex_ingest.accepted
     res = hotspots_gistar(inc, SquareGrid(500), area=essex_boundary, period=Period.parse("2018-03"),
@@ -187,7 +180,7 @@ def _h3py_disk_reference(cells, k):
 
 def _assert_h3_ring_exact(nb, cells, k):
     """nb equals method="disk" exactly (pattern, dtypes, flags, cardinality, rule) and h3-py's grid_disk."""
-    from geo.gistar import SparseNeighbours
+    from geo.units.neighbours.base import SparseNeighbours
 
     disk = h3_ring_neighbours(cells, k, method="disk")
     assert isinstance(nb, SparseNeighbours) and nb.n == disk.n == len(cells) and nb.rule == disk.rule
@@ -214,7 +207,7 @@ def test_h3_ring_localij_essex_box_equals_grid_disk(k):
 
     A res-9 cover of a ~40 km box around Chelmsford (17k cells); the local-IJ path must be the one taken.
     """
-    from geo.gistar import _h3_ring_localij
+    from geo.units.neighbours.h3_rings import _h3_ring_localij
 
     cells = _essex_box_cells()
     assert len(cells) > 15000
@@ -231,7 +224,7 @@ def test_h3_ring_localij_shuffled_with_gaps_any_anchor():
     The Essex cells shuffled with ~30% removed at random, for the default anchor and for several other
     units as the IJ origin (the result must not depend on it).
     """
-    from geo.gistar import _h3_ring_localij
+    from geo.units.neighbours.h3_rings import _h3_ring_localij
 
     rng = np.random.default_rng(7)
     cells = _essex_box_cells()
@@ -253,7 +246,7 @@ def test_h3_ring_localij_across_icosahedron_faces_and_base_cells():
     """
     import h3
 
-    from geo.gistar import _h3_ring_localij
+    from geo.units.neighbours.h3_rings import _h3_ring_localij
 
     disk = h3.grid_disk(h3.latlng_to_cell(45.0, 2.0, 8), 60)
     assert set().union(*(h3.get_icosahedron_faces(c) for c in disk)) == {3, 4}
@@ -278,7 +271,7 @@ def test_h3_ring_near_pentagon_falls_back_and_matches_h3py(res):
     """
     import h3
 
-    from geo.gistar import _h3_ring_localij
+    from geo.units.neighbours.h3_rings import _h3_ring_localij
 
     pentagon = h3.get_pentagons(res)[0]
     cells = np.array([h3.str_to_int(c) for c in h3.grid_disk(pentagon, 5)], np.uint64)
@@ -300,7 +293,8 @@ def test_h3_ring_coarse_resolution_near_pentagon_falls_back():
     """
     import h3
 
-    from geo.gistar import _H3_PENTAGON_BASE_CELLS, _h3_pentagon_disks_in_own_base_cell, _h3_ring_localij
+    from geo.units.neighbours.h3_rings import _H3_PENTAGON_BASE_CELLS
+    from geo.units.neighbours.h3_rings import _h3_pentagon_disks_in_own_base_cell, _h3_ring_localij
     from h3ronpy import cells_to_localij
 
     assert not _h3_pentagon_disks_in_own_base_cell(1, 2) and _h3_pentagon_disks_in_own_base_cell(9, 5)
@@ -320,8 +314,8 @@ def test_h3_ring_localij_fallbacks_keep_the_disk_result():
     """
     import h3
 
-    from geo.errors import HarmspotError
-    from geo.gistar import _h3_ring_localij
+    from geo.core.errors import HarmspotError
+    from geo.units.neighbours.h3_rings import _h3_ring_localij
 
     essex = _essex_box_cells()[:3000]
     dup = np.concatenate([essex[:50], essex[:50]])
@@ -352,7 +346,7 @@ def test_h3_ring_auto_dispatch(monkeypatch):
     on the Essex cells (local IJ taken), while the pentagon disk and method="disk" reach the disabled builder."""
     import h3
 
-    import geo.gistar as gistar
+    import geo.units.neighbours.h3_rings as gistar
 
     def disabled(cells, k):
         raise RuntimeError("grid-disk path")
@@ -372,7 +366,8 @@ def test_h3_sort_network_and_pentagon_base_cells():
 
     import h3
 
-    from geo.gistar import _H3_PENTAGON_BASE_CELLS, _sort_network_7
+    from geo.units.neighbours.h3_rings import _H3_PENTAGON_BASE_CELLS
+    from geo.units.neighbours.h3_rings import _sort_network_7
 
     ones = np.array(list(itertools.product([0, 1], repeat=7)), np.int32).T.copy()  # (7, 128)
     rows = ones.copy()
@@ -488,7 +483,7 @@ def test_contiguity_vertex_method_equals_predicate_twin_on_essex(shared):
     from data.boundaries import read_polygons
     import shapely
 
-    from geo.gistar import _pairs_sharing, _vertex_runs
+    from geo.units.neighbours.contiguity import _pairs_sharing, _vertex_runs
 
     for name, min_shared in (("essex_lsoa_2011", 0), ("essex_wards_2013", 500)):
         g = read_polygons(shared / "boundaries" / f"{name}.geojson.gz").to_crs(27700).geometry.values
@@ -532,7 +527,7 @@ def test_contiguity_vertex_method_on_planted_edge_cases(monkeypatch):
     rook = queen - {(0, 3), (0, 4)}  # 3 and 4 meet big at one point only; 7 lies inside 6 (an overlap)
     _check_planted(g, queen, rook)
     # every coordinate hashing alike forces the exact lexicographic fallback: same answer
-    import geo.gistar as gi
+    import geo.units.neighbours.contiguity as gi
 
     monkeypatch.setattr(gi, "_HASH_X", np.uint64(0))
     monkeypatch.setattr(gi, "_HASH_Y", np.uint64(0))
@@ -597,7 +592,7 @@ def test_box_pairs_equal_all_pairs_and_strtree(monkeypatch):
     # zero-size boxes, points and lines, one box over everything, a long thin one, None and empties.
     import shapely
 
-    import geo.gistar as gi
+    import geo.units.neighbours.contiguity as gi
 
     rng = np.random.default_rng(11)
     x, y = rng.integers(0, 60, (2, 700)).astype(float)
@@ -628,7 +623,7 @@ def test_vertex_runs_group_exactly_equal_points(monkeypatch):
     # Reference: plain Python grouping of (x, y) tuples (so -0.0 == 0.0 and a NaN row equals nothing).
     # Synthetic coordinates with many repeats, -0.0 against 0.0 and NaN rows; also with the hash forced to
     # collide everywhere, and with one collision planted in the high bits only (the exact re-sort path).
-    import geo.gistar as gi
+    import geo.units.neighbours.contiguity as gi
 
     rng = np.random.default_rng(5)
     xy = rng.integers(0, 40, (3000, 2)).astype(float)

@@ -1,8 +1,8 @@
 """Grip harm spots on planted (SYNTHETIC) data.
 
 Every town and incident here is synthetic: either built cell by cell in this file (planted
-concentration, planted bursts) or the seeded synthetic town ``geo.synth.make_town(42)``.
-References: the planted truths themselves, and ``geo.aggregate.count_units`` (the cells
+concentration, planted bursts) or the seeded synthetic town ``geo.synth.town.make_town(42)``.
+References: the planted truths themselves, and ``geo.units.counts.count_units`` (the cells
 command) as the oracle for harm per square; tolerances are stated beside each assertion.
 """
 from __future__ import annotations
@@ -18,13 +18,14 @@ import pytest
 import shapely
 
 from geo import BNG
-from geo.aggregate import count_units
-from geo.errors import BoundaryError, HarmspotError
-from geo.grip import PROXY_CATEGORIES, crossover_schedule, outcome_mask, select_spots
-from geo.harm import WeightTable
-from geo.incidents import IncidentTable, read_table
-from geo.period import Period
-from geo.units import SquareGrid
+from geo.units.counts import count_units
+from geo.core.errors import BoundaryError, HarmspotError
+from geo.grip.spots import PROXY_CATEGORIES, crossover_schedule, outcome_mask, select_spots
+from geo.core.harm import WeightTable
+from geo.core.incidents.table import IncidentTable
+from geo.core.incidents.force import read_table
+from geo.core.period import Period
+from geo.units.lattice import SquareGrid
 
 C = 150.0
 IX0, IY0 = 3800, 1400  # BNG square indices of the planted town's south-west square (570 000, 210 000)
@@ -183,9 +184,9 @@ def test_rank1_equals_top_cell_and_oracle(town_inc, town):
 
 
 def test_fast_kernel_equals_count_units_twin(town_inc, town):
-    # Slow twin: geo.aggregate.count_units (what 'harmspot cells' runs). Same incidents in the same
+    # Slow twin: geo.units.counts.count_units (what 'harmspot cells' runs). Same incidents in the same
     # order -> bit-identical float sums (tolerance 0), same counts per type.
-    from geo.grip import town_squares
+    from geo.grip.spots import town_squares
 
     p = Period.parse("2025-01", "2025-12")
     sel = town_inc.filter(period=p, categories=list(PROXY_CATEGORIES))
@@ -316,7 +317,7 @@ def test_trend_up_on_planted_recent_burst():
 
 
 def test_patrol_plan_peaks_on_nte_nights(town_inc, town):
-    # Synthetic NTE violence is planted on Friday/Saturday nights around 23:30 (geo.synth._times 'night').
+    # Synthetic NTE violence is planted on Friday/Saturday nights around 23:30 (geo.synth.town._times 'night').
     r = select_spots(town_inc, town.towns, n=3, period=Period.parse("2025-01", "2025-12"))
     plan = r.tables["plan"]
     assert list(plan.columns[:7]) == ["spot_id", "town", "rank", "location", "visits_per_day",
@@ -383,7 +384,7 @@ def test_trend_binomial_tails_match_scipy():
     # Reference: scipy.stats.binom cdf/sf (tolerance 1e-12 absolute).
     from scipy.stats import binom
 
-    from geo.grip import _binom_tails
+    from geo.grip.spots import _binom_tails
 
     k = np.array([0, 3, 36, 5, 10, 0, 7])
     n = np.array([12, 3, 54, 25, 20, 0, 7])

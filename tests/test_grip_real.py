@@ -3,7 +3,7 @@ with Aug-Sep 2018 missing; ONS LAD 2013 boundaries). Skips when ../shared/data i
 
 Towns: a 3 km circle around each town centre (lon/lat below, from the town's Ordnance Survey
 gazetteer entry, rounded) cut to its local authority district polygon, so that Clacton is not
-Tendring and Grays is not Thurrock. Oracle: ``geo.aggregate.count_units`` (what ``harmspot cells
+Tendring and Grays is not Thurrock. Oracle: ``geo.units.counts.count_units`` (what ``harmspot cells
 --category ...`` computes) over the store's study area for the same categories, period and
 CCHI table; equality is exact up to float summation order (rel 1e-9).
 """
@@ -19,11 +19,11 @@ import pytest
 import shapely
 
 from geo import BNG, WGS84
-from geo.aggregate import count_units
-from geo.grip import PROXY_CATEGORIES, select_spots
-from geo.harm import WeightTable
-from geo.period import Period
-from geo.units import SquareGrid
+from geo.units.counts import count_units
+from geo.grip.spots import PROXY_CATEGORIES, select_spots
+from geo.core.harm import WeightTable
+from geo.core.period import Period
+from geo.units.lattice import SquareGrid
 
 # (town, LAD13NM, lon, lat) of the town centre
 TOWNS = [
@@ -98,7 +98,7 @@ def test_real_cli_grip_matches_cells_command(essex_ingest, essex_boundary, tmp_p
     # The command contract: rank-1 harm from 'harmspot grip' equals the town's top cell of
     # 'harmspot cells --category ...' for the same period and weight table.
     # (Own store: the session essex_store stays open in this process, and DuckDB locks the file.)
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     st = DuckDBStore(tmp_path / "essex.duckdb")
     st.set_study_area(essex_boundary, "essex_lad_2013")

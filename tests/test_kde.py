@@ -4,15 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geo.kde import (
-    bandwidth_rule,
-    hotspots_kde,
-    kde_exact,
-    kde_lattice,
-    kernel_values,
-    raster_cells,
-)
-from geo.units import Lattice
+from geo.hotspots.kde import bandwidth_rule, hotspots_kde, kde_exact, kde_lattice, kernel_values, raster_cells
+from geo.units.lattice import Lattice
 
 TOL = 1e-3  # issue 3: "relative error <= 1e-3 of the peak" against the exact sum
 
@@ -39,14 +32,14 @@ def test_binned_equals_exact_sum_on_synthetic_clusters(kernel):
 
 def test_hotspots_kde_on_essex_equals_exact_sum(essex_ingest):
     # Real data: Essex police.uk, March 2018, a 6 km box around Chelmsford (snapped points: the hard case).
-    from geo.period import Period
+    from geo.core.period import Period
 
     inc = essex_ingest.accepted.filter(period=Period.parse("2018-03"), bbox=(570000, 203000, 576000, 209000))
     res = hotspots_kde(inc, cell=50, bandwidth=300, kernel="quartic", weight="harm")
     r = res.layer
     assert res.summary["check"]["max_rel_error_of_peak"] <= TOL
     df = inc.frame
-    from geo.harm import WeightTable
+    from geo.core.harm import WeightTable
 
     w = WeightTable.builtin().weights_for(df)
     # rebuild the exact surface on every raster cell centre (north-up raster -> flip to south-first)
@@ -97,8 +90,8 @@ def test_geotiff_is_bng_aligned_and_says_what_values_mean(tmp_path, essex_ingest
 
     import rasterio
 
-    from geo.period import Period
-    from maps.export import write_result
+    from geo.core.period import Period
+    from maps.export.write import write_result
 
     inc = essex_ingest.accepted.filter(period=Period.parse("2018-02"), bbox=(570000, 203000, 576000, 209000))
     res = hotspots_kde(inc, cell=100, bandwidth=400, kernel="gaussian", weight="count", scale="count")
@@ -117,7 +110,7 @@ def test_geotiff_is_bng_aligned_and_says_what_values_mean(tmp_path, essex_ingest
 
 
 def test_automatic_bandwidth_and_cell_are_echoed(essex_ingest):
-    from geo.period import Period
+    from geo.core.period import Period
 
     inc = essex_ingest.accepted.filter(period=Period.parse("2018-02"), bbox=(570000, 203000, 576000, 209000))
     res = hotspots_kde(inc, weight="count")
@@ -184,7 +177,7 @@ def test_narrow_quartic_twice_finer_nodes_equal_exact_sum():
 def test_kde_auto_refines_until_the_exact_sum_agrees():
     # SYNTHETIC clusters, narrow quartic: kde_auto must return a surface within TOL of the exact sum at
     # EVERY cell (its own check only samples 100), and say which binning it used.
-    from geo.kde import kde_auto
+    from geo.hotspots.kde import kde_auto
 
     pts = _clusters(11)
     lat = Lattice.from_bounds(100.0, (0, 0, 6000, 6000), pad=5)
@@ -196,8 +189,8 @@ def test_kde_auto_refines_until_the_exact_sum_agrees():
 
 def test_hotspots_kde_narrow_quartic_on_essex_echoes_binning(essex_ingest):
     # Real data (snapped police.uk points, Essex, March 2018): a 300 m quartic on 100 m cells (3 cells).
-    from geo.harm import WeightTable
-    from geo.period import Period
+    from geo.core.harm import WeightTable
+    from geo.core.period import Period
 
     inc = essex_ingest.accepted.filter(period=Period.parse("2018-03"), bbox=(568000, 201000, 578000, 211000))
     res = hotspots_kde(inc, cell=100, bandwidth=300, kernel="quartic", weight="harm")
@@ -218,7 +211,7 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
     # check_error hands kde_exact only the points that can reach the checked cells; its error must equal
     # the one computed from the exact sum over ALL points at the same cells (SYNTHETIC clusters, some
     # points deliberately outside the lattice).
-    from geo.kde import _check_cells, check_error, check_size
+    from geo.hotspots.kde import _check_cells, check_error, check_size
 
     pts = _clusters(3, n=30_000, extent=8000.0)
     lat = Lattice(100.0, 5, 5, 70, 70)  # covers 500..7500 m: the outer points lie off the lattice
@@ -233,7 +226,7 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
         assert chk["cells_checked"] == idx.size
         assert chk["max_rel_error_of_peak"] == pytest.approx(np.abs(vals.ravel()[idx] - exact).max() / peak, rel=1e-9)
         # and with the points grouped by cell handed in (as kde_auto does for every check)
-        from geo.kde import PointCells
+        from geo.hotspots.kde import PointCells
 
         chk_c = check_error(pts[:, 0], pts[:, 1], None, lat, vals, h, kernel, "density", n_sample=60, seed=5,
                             cells=PointCells(pts[:, 0], pts[:, 1], None, lat, h, kernel))
@@ -242,10 +235,10 @@ def test_check_error_prefilter_gives_the_plain_exact_sums():
 
 
 def test_check_size_covers_every_cell_of_small_problems_and_caps_large_ones():
-    # Budget arithmetic (geo.kde.CHECK_PAIRS point-cell pairs): 1,000 points, quartic of 3 cells, 400
+    # Budget arithmetic (geo.hotspots.kde.CHECK_PAIRS point-cell pairs): 1,000 points, quartic of 3 cells, 400
     # non-zero cells -> about 71 pairs per cell -> every cell fits; 10M points on 360k cells with a
     # 5 h Gaussian of 38 cells -> the budget allows fewer cells than the cap, but never below the minimum.
-    from geo.kde import CHECK_MAX_CELLS, check_size
+    from geo.hotspots.kde import CHECK_MAX_CELLS, check_size
 
     vals = np.zeros((50, 50))
     vals[:20, :20] = 1.0
@@ -261,7 +254,7 @@ def test_point_cells_exact_sums_equal_kde_exact(kernel):
     """Reference: ``kde_exact`` (KD-tree over all points, the slow twin) at the same cell centres, to
     1e-12 relative (only the order of addition differs). Seeded points, some outside the lattice
     (within and beyond the kernel's reach), weighted and unweighted, every cell checked."""
-    from geo.kde import PointCells, check_error
+    from geo.hotspots.kde import PointCells, check_error
 
     rng = np.random.default_rng(12)
     lat = Lattice(50.0, 100, 200, 30, 20)

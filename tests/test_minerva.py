@@ -19,11 +19,10 @@ import pytest
 import shapely
 
 from geo import BNG
-from geo.errors import BoundaryError, HarmspotError
-from geo.incidents import IncidentTable
-from geo.minerva import (TYPES, empirical_bayes, h3_units, minerva_zones, points_from_frame, poisson_upper,
-                         square_units)
-from geo.synth_minerva import make_fear_points, make_minerva_case
+from geo.core.errors import BoundaryError, HarmspotError
+from geo.core.incidents.table import IncidentTable
+from geo.minerva.zones import (TYPES, empirical_bayes, h3_units, minerva_zones, points_from_frame, poisson_upper, square_units)
+from geo.synth.minerva import make_fear_points, make_minerva_case
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +223,7 @@ def test_bh_adjust_matches_statsmodels():
     # Reference: statsmodels.stats.multitest.multipletests(method="fdr_bh"); tolerance 1e-12.
     from statsmodels.stats.multitest import multipletests
 
-    from geo.minerva import bh_adjust
+    from geo.minerva.zones import bh_adjust
 
     p = np.random.default_rng(2).uniform(0, 0.2, 50) ** 2
     assert np.allclose(bh_adjust(p), multipletests(p, method="fdr_bh")[1], atol=1e-12)

@@ -14,15 +14,12 @@ import numpy as np
 import pytest
 import shapely
 
-from geo.gistar import (
-    NeighbourCache,
-    SparseNeighbours,
-    contiguity_neighbours,
-    h3_ring_neighbours,
-    hotspots_gistar,
-    neighbours_for,
-    neighbours_key,
-)
+from geo.units.neighbours.cache import NeighbourCache, neighbours_key
+from geo.units.neighbours.base import SparseNeighbours
+from geo.units.neighbours.contiguity import contiguity_neighbours
+from geo.units.neighbours.h3_rings import h3_ring_neighbours
+from geo.hotspots.gistar import hotspots_gistar
+from geo.units.neighbours.build import neighbours_for
 
 
 def _same(a, b) -> bool:
@@ -109,7 +106,8 @@ def test_key_changes_with_units_order_and_rule():
 
 
 def test_h3_and_polygon_gistar_identical_with_and_without_cache(town, town_store):
-    from geo.units import H3Units, PolygonUnits
+    from geo.units.h3 import H3Units
+    from geo.units.polygons import PolygonUnits
 
     inc = town_store.incidents()
     b = town.boundary.total_bounds
@@ -132,7 +130,7 @@ def test_h3_and_polygon_gistar_identical_with_and_without_cache(town, town_store
             assert echoed["neighbour matrix"] == said
         assert "neighbour matrix" not in {c.name for c in plain.choices}
     # squares: nothing to build, nothing cached
-    from geo.units import SquareGrid
+    from geo.units.lattice import SquareGrid
 
     n_before = len(saved)
     nb, _ = neighbours_for(SquareGrid(250), hotspots_gistar(inc, SquareGrid(250)).layer, cache=NeighbourCache())
@@ -140,7 +138,7 @@ def test_h3_and_polygon_gistar_identical_with_and_without_cache(town, town_store
 
 
 def test_h3_cached_matrix_equals_fresh_build(town):
-    from geo.units import H3Units
+    from geo.units.h3 import H3Units
 
     u = H3Units(9)
     frame = u.frame(town.boundary)
@@ -166,7 +164,7 @@ def test_cli_gistar_reuses_the_stored_matrix(tmp_path, town_store):
     said = [{c["name"]: c["value"] for c in run["choices"]}["neighbour matrix"] for run in runs]
     assert said == ["built now and cached", "reused from the store"]
     assert runs[0]["classes"] == runs[1]["classes"] and runs[0]["z_max"] == runs[1]["z_max"]
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     with DuckDBStore(store) as st:
         n = st._rows("SELECT count(*) AS n FROM neighbour_matrices")[0]["n"]
@@ -178,7 +176,7 @@ def test_store_keeps_only_the_newest_matrices(tmp_path):
     an existing key again replaces it (no duplicate rows)."""
     import time
 
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     nb = contiguity_neighbours(_voronoi(50).geometry, "queen")
     with DuckDBStore(tmp_path / "s.duckdb") as st:
@@ -194,7 +192,7 @@ def test_store_keeps_only_the_newest_matrices(tmp_path):
 def test_cli_cache_opens_the_store_once_per_command(tmp_path, monkeypatch):
     """A miss (look up, build, save) goes through one store connection, closed at the end of the
     command; a command that never needs a matrix (squares) never opens the store for it."""
-    import services.store as S
+    import services.store.open as S
     from services.cmd_hotspots import _neighbour_cache
 
     opened = []

@@ -1,7 +1,7 @@
 """The tasking pack: folder + zip with the offline map, one A4 PDF page per town, exports, README.
 
-Input is SYNTHETIC: the force export of geo.synth.make_town(42) ingested into a DuckDB store,
-towns = the town's two polygons. References: the town count (pages), geo.grip.select_spots run
+Input is SYNTHETIC: the force export of geo.synth.town.make_town(42) ingested into a DuckDB store,
+towns = the town's two polygons. References: the town count (pages), geo.grip.spots.select_spots run
 directly on the same incidents (spot count and rank-1 location), pypdf for page count/size/text,
 pdftoppm (poppler-utils) for rendering.
 """
@@ -24,9 +24,9 @@ A4_PT = (595.3, 841.9)  # A4 portrait in PDF points (210 x 297 mm), tolerance 1 
 
 @pytest.fixture(scope="module")
 def pack(town, tmp_path_factory):
-    from geo.incidents import read_table
+    from geo.core.incidents.force import read_table
     from services.cli import main
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     d = tmp_path_factory.mktemp("pack")
     export, mapping = town.force_export()
@@ -66,8 +66,8 @@ def test_folder_and_zip(pack):
 
 
 def test_spots_match_grip_and_exports(pack, town):
-    from geo.grip import select_spots
-    from geo.period import Period
+    from geo.grip.spots import select_spots
+    from geo.core.period import Period
 
     out, inc = pack
     ref = select_spots(inc, town.towns, name_col="name", n=6, period=Period.parse("2025-01", "2025-12"),

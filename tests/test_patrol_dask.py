@@ -12,8 +12,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 
 @pytest.fixture(scope="module")
 def scenario_pings(tmp_path_factory):
-    from geo.patrol_dask import write_partitioned_pings
-    from geo.synth_patrol import make_patrol_scenario
+    from geo.patrol.dask_engine import write_partitioned_pings
+    from geo.synth.patrol import make_patrol_scenario
 
     sc = make_patrol_scenario(7, n_spots=12)
     raw = sc.pings[["unit_id", "timestamp", "longitude", "latitude", "team"]].copy()
@@ -23,7 +23,7 @@ def scenario_pings(tmp_path_factory):
     raw = pd.concat([raw.iloc[:201], bad, raw.iloc[201:]], ignore_index=True)  # row 200 repeated: duplicate ping
     path = write_partitioned_pings(raw, tmp_path_factory.mktemp("pq") / "pings")
     # the single-machine path reads the same rows in the same order as the partitions
-    from geo.patrol import _parse_times
+    from geo.patrol.pings import _parse_times
 
     day = _parse_times(raw["timestamp"], "Europe/London").dt.tz_convert("Europe/London").dt.strftime("%Y-%m-%d")
     ordered = raw.assign(_d=day.fillna("unparsable").to_numpy()).sort_values("_d", kind="stable").drop(columns="_d")
@@ -34,7 +34,7 @@ def test_dask_localcluster_identical_to_single_machine(scenario_pings):
     from dask.distributed import Client, LocalCluster
 
     from geo import patrol
-    from geo.patrol_dask import dose_dask
+    from geo.patrol.dask_engine import dose_dask
 
     sc, path, ordered = scenario_pings
     single = patrol.compute_dose(patrol.validate_pings(ordered, team_col="team"), sc.spots, "spot_id")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from _ref_validate_pings import validate_pings_reference
 
-from geo import patrol
+from geo.patrol import pings as patrol
 
 X0, Y0 = 571200.0, 206400.0
 UNITS = ["U1", "U2", "U3", "U4", "U5"]

@@ -15,8 +15,9 @@ from test_api import new_pg_database, postgis_url, town_ingest  # noqa: F401  (f
 
 @pytest.fixture(scope="module")
 def both(postgis_url, tmp_path_factory, town):  # noqa: F811
-    from services.store import DuckDBStore, open_store
-    from services.store_postgis import PostGISStore
+    from services.store.duckdb_store import DuckDBStore
+    from services.store.open import open_store
+    from services.store.postgis_store import PostGISStore
 
     tmp = tmp_path_factory.mktemp("pg")
     res = town_ingest(town, tmp)
@@ -43,7 +44,7 @@ def test_load_tallies_match(both):
 
 
 def test_incidents_identical_including_filters(both):
-    from geo.period import Period
+    from geo.core.period import Period
 
     duck, pg, _ = both
     for kw in ({}, {"period": Period.parse("2025-02-10", "2025-04")},
@@ -62,7 +63,7 @@ def test_study_area_round_trips(both):
 
 
 def test_layers_identical_and_bbox_uses_the_spatial_index(both, town):
-    from geo.aggregate import count_units
+    from geo.units.counts import count_units
     from services.layers import layer_records
 
     duck, pg, _ = both
@@ -90,7 +91,7 @@ def test_layers_identical_and_bbox_uses_the_spatial_index(both, town):
 
 def test_failed_write_leaves_nothing(both, town):
     """A layer write that fails half-way (second layer's id collides) rolls back the first one too."""
-    from geo.aggregate import count_units
+    from geo.units.counts import count_units
     from services.layers import layer_records
 
     duck, pg, _ = both
@@ -123,8 +124,9 @@ def test_neighbour_matrices_round_trip_in_both_stores(both, town):
     (reference: ``h3_ring_neighbours`` on the same cells), and a second save replaces the first."""
     import numpy as np
 
-    from geo.gistar import h3_ring_neighbours, neighbours_key
-    from geo.units import H3Units
+    from geo.units.neighbours.h3_rings import h3_ring_neighbours
+    from geo.units.neighbours.cache import neighbours_key
+    from geo.units.h3 import H3Units
 
     frame = H3Units(9).frame(town.boundary)
     rule = {"neighbours": "h3 grid ring", "ring_k": 1}

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geo.factors import FactorLayerError, factor_from_frame
-from geo.learned_risk import compare_risk_models, hit_rate_pai, hits_at_area
-from geo.rtm import (RTMGrid, build_candidates, distance_to_nearest, distance_to_nearest_edt, feature_density,
-                     priority_places, relative_risk_scores, relative_risk_values, risk_terrain, spatial_influences)
-from geo.synth_rtm import make_rtm_town
+from geo.rtm.factors import FactorLayerError, factor_from_frame
+from geo.rtm.learned import compare_risk_models, hit_rate_pai, hits_at_area
+from geo.rtm.model import (RTMGrid, build_candidates, distance_to_nearest, distance_to_nearest_edt, feature_density, relative_risk_scores, relative_risk_values, risk_terrain, spatial_influences)
+from geo.synth.rtm import make_rtm_town
 
 
 # --------------------------------------------------------------------------- RTMDx arithmetic
@@ -271,7 +270,7 @@ def test_null_world_selects_nothing_and_reports_it(tmp_path):
     # BIC must not buy a factor, every cell scores 1 and there are no priority places
     import shapely
 
-    from geo.incidents import IncidentTable
+    from geo.core.incidents.table import IncidentTable
     from maps.rtm_report import write_rtm_report
 
     rng = np.random.default_rng(1)

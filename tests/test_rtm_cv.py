@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geo.factors import factor_from_frame
-from geo.rtm import (RTMError, RTMGrid, _aggregate, _cv_loglik, _lasso_path, _lasso_screen, build_candidates,
-                     cv_folds, default_cv_block, fit_rtm, random_folds, spatial_folds, spatial_influences)
-from geo.synth_rtm import make_rtm_town
+from geo.rtm.factors import factor_from_frame
+from geo.rtm.model import (RTMError, RTMGrid, _aggregate, _cv_loglik, _lasso_path, _lasso_screen, build_candidates, cv_folds, default_cv_block, fit_rtm, random_folds, spatial_folds, spatial_influences)
+from geo.synth.rtm import make_rtm_town
 from test_rtm import _cli, _factor_args
 
 
@@ -163,7 +162,7 @@ def test_random_folds_are_optimistic_under_spatially_autocorrelated_noise(plante
 # --------------------------------------------------------------------------- result, API params, CLI
 def test_result_records_the_cv_choice_and_params(planted_cands):
     world, _, _, _ = planted_cands
-    from geo.rtm import risk_terrain
+    from geo.rtm.model import risk_terrain
 
     facs = [factor_from_frame(k, g, "synthetic " + k) for k, g in world.factors.items()]
     res = risk_terrain(world.incidents, facs, world.boundary, period=world.train_period, seed=0, cv_block=900)

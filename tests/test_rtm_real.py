@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def chelmsford_rtm(shared, essex_ingest, essex_boundary):
-    from geo.rtm import risk_terrain
+    from geo.rtm.model import risk_terrain
     from services.cmd_rtm import read_factor_file
 
     area = essex_boundary[essex_boundary["name"] == "Chelmsford"]
@@ -55,7 +55,7 @@ def test_violence_model_selects_pubs(chelmsford_rtm):
 def test_surface_reads_back_with_crs_transform_and_extent(chelmsford_rtm, tmp_path):
     import rasterio
 
-    from maps.export import write_result
+    from maps.export.write import write_result
 
     area, _, _, res = chelmsford_rtm
     out = write_result(res, tmp_path / "chelmsford_rtm.tif")
@@ -87,7 +87,7 @@ def test_real_cli_contract_with_where_and_area_name(shared, essex_ingest, essex_
 
     import rasterio
 
-    from services.store import DuckDBStore
+    from services.store.duckdb_store import DuckDBStore
 
     st = DuckDBStore(tmp_path / "essex.duckdb")
     st.set_study_area(essex_boundary, "essex_lad_2013")

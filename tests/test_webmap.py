@@ -1,6 +1,6 @@
 """The folium map builder: offline pages, layer styling rules, cell merging and surfaces.
 
-Inputs are SYNTHETIC (geo.synth.make_town(42) counted per 150 m square; planted grids and
+Inputs are SYNTHETIC (geo.synth.town.make_town(42) counted per 150 m square; planted grids and
 surfaces). References: the input layers (feature counts, sums), the folium-offline package's
 copy of Leaflet 1.9.3 (the file folium links), and pyproj for the surface bounds (1e-6 degrees).
 """
@@ -17,21 +17,22 @@ import shapely
 from affine import Affine
 
 from geo import BNG
-from geo.result import AnalysisResult, Raster
+from geo.core.errors import HarmspotError
+from geo.core.result import AnalysisResult, Raster
 from maps import export as ex
 from maps import webmap as wm
 
 
 def _town_cells(town, tmp):
-    from geo.aggregate import count_units
-    from geo.incidents import read_table
-    from geo.units import SquareGrid
+    from geo.units.counts import count_units
+    from geo.core.incidents.force import read_table
+    from geo.units.lattice import SquareGrid
 
     exp, mapping = town.force_export()
     csv = tmp / "force_export.csv"
     exp.drop(columns="expected_reason").to_csv(csv, index=False)
     inc = read_table(csv, mapping, boundary=town.boundary).accepted
-    from geo.period import Period
+    from geo.core.period import Period
 
     return count_units(inc, SquareGrid(150.0), area=town.boundary, period=Period.parse("2025-01", "2025-12"))
 
@@ -141,7 +142,7 @@ def test_surface_layer_from_tif(tmp_path):
 
 
 def test_layer_kinds_and_colours():
-    from geo.gistar import CLASS_LABELS
+    from geo.hotspots.gistar import CLASS_LABELS
 
     g = gpd.GeoDataFrame({"cell_id": list("abcdefg"), "gistar_class": [CLASS_LABELS[k] for k in (3, 2, 1, 0, -1, -2, -3)]},
                          geometry=shapely.box(np.arange(7) * 150.0, 0, np.arange(7) * 150.0 + 150, 150), crs=BNG)
@@ -155,7 +156,7 @@ def test_layer_kinds_and_colours():
 
 
 def test_nothing_to_map():
-    with pytest.raises(wm.HarmspotError, match="nothing to map"):
+    with pytest.raises(HarmspotError, match="nothing to map"):
         wm.build_map([])
 
 
@@ -214,7 +215,7 @@ def test_fixed_breaks_share_colours_across_maps():
     auto = np.quantile([5, 10, 11, 50, 99, 100, 101, 5000], [0.2, 0.4, 0.6, 0.8, 1.0])
     np.testing.assert_allclose(ex.class_breaks(week1["harm"]), auto)
     for bad in ("10,5", "0,10", "a,b", ""):
-        with pytest.raises(wm.HarmspotError, match="--breaks"):
+        with pytest.raises(HarmspotError, match="--breaks"):
             ex.parse_breaks(bad)
 
 

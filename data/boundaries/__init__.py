@@ -15,7 +15,7 @@ import geopandas as gpd
 import shapely
 
 from geo import BNG
-from geo.errors import BoundaryError
+from geo.core.errors import BoundaryError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
